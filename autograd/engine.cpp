@@ -1,0 +1,123 @@
+// engine.cpp — grad mode, graph recording and the backward walk.
+//
+// backward() collects the nodes reachable from the root and runs them in decreasing
+// creation order — a valid reverse topological order, since a node is always created
+// after the nodes of its inputs. Gradients for non-leaf tensors live only in a map for
+// the duration of the walk; leaves accumulate into .grad (+=).
+#include <algorithm>
+#include <atomic>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "autograd/node.h"
+#include "tensor/ops.h"
+
+namespace mox::autograd {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+std::atomic<uint64_t> g_sequence{0};
+
+void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
+  MOX_CHECK(g.shape() == leaf.shape, "gradient of shape ", g.shape(), " for a leaf of shape ",
+            leaf.shape);
+  if (!leaf.grad) {
+    leaf.grad = raw::clone(raw::to_dtype(g, leaf.dtype)).impl_ptr();   // a fresh, unaliased buffer
+  } else {
+    raw::add_(Tensor(leaf.grad), raw::to_dtype(g, leaf.dtype));
+  }
+}
+}  // namespace
+
+bool grad_enabled() { return g_grad_enabled; }
+void set_grad_enabled(bool on) { g_grad_enabled = on; }
+
+bool needs_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor* t : inputs)
+    if (t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+Tensor record(const char* op, Tensor out, const std::vector<const Tensor*>& inputs, BackwardFn backward) {
+  auto node = std::make_shared<Node>();
+  node->op = op;
+  node->edges.reserve(inputs.size());
+  for (const Tensor* t : inputs) {
+    Edge e;
+    if (t->defined() && t->requires_grad()) {
+      if (t->grad_fn()) e.node = t->grad_fn();
+      else e.leaf = t->impl_ptr();
+    }
+    node->edges.push_back(std::move(e));
+  }
+  node->backward = std::move(backward);
+  node->out_shape = out.shape();
+  node->out_dtype = out.dtype();
+  node->sequence = g_sequence.fetch_add(1, std::memory_order_relaxed);
+  out.impl()->grad_fn = std::move(node);
+  out.impl()->requires_grad = true;
+  return out;
+}
+
+void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
+  MOX_CHECK(root.requires_grad(), "backward: the tensor ", describe(root),
+            " does not require grad and has no grad_fn (was it computed under no_grad, or from "
+            "tensors that do not require grad?)");
+  Tensor seed = grad;
+  if (!seed.defined()) {
+    MOX_CHECK(root.numel() == 1, "backward: a gradient can be created implicitly only for a "
+              "scalar output; got shape ", root.shape(), " — pass the gradient explicitly");
+    seed = ones(root.shape(), root.dtype(), root.device());
+  }
+  MOX_CHECK(seed.shape() == root.shape(), "backward: gradient ", describe(seed),
+            " does not match the output ", describe(root));
+  NoGradGuard no_grad;
+  if (!root.grad_fn()) {
+    accumulate_leaf(*root.impl(), seed);
+    return;
+  }
+  // Reachable nodes, newest first.
+  std::vector<Node*> order;
+  std::unordered_set<Node*> seen;
+  std::vector<Node*> stack{root.grad_fn().get()};
+  seen.insert(stack.back());
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    order.push_back(n);
+    for (const Edge& e : n->edges)
+      if (e.node && seen.insert(e.node.get()).second) stack.push_back(e.node.get());
+  }
+  std::sort(order.begin(), order.end(), [](Node* a, Node* b) { return a->sequence > b->sequence; });
+
+  std::unordered_map<Node*, Tensor> grads;
+  grads[root.grad_fn().get()] = seed;
+  for (Node* n : order) {
+    auto it = grads.find(n);
+    if (it == grads.end()) continue;   // no gradient reached this node
+    Tensor g = std::move(it->second);
+    grads.erase(it);
+    MOX_CHECK(n->backward, "backward: trying to backward through the graph a second time (op '",
+              n->op, "'); its saved tensors were freed — call backward(grad, /*retain_graph=*/true) "
+              "the first time if you need to");
+    std::vector<Tensor> input_grads = n->backward(g);
+    if (!retain_graph) n->backward = nullptr;
+    MOX_CHECK(input_grads.size() == n->edges.size(), "internal: op '", n->op, "' returned ",
+              input_grads.size(), " gradients for ", n->edges.size(), " inputs");
+    for (size_t i = 0; i < n->edges.size(); ++i) {
+      const Edge& e = n->edges[i];
+      const Tensor& gi = input_grads[i];
+      if (!e.needed() || !gi.defined()) continue;
+      if (e.leaf) {
+        accumulate_leaf(*e.leaf, gi);
+        continue;
+      }
+      auto slot = grads.find(e.node.get());
+      if (slot == grads.end()) grads.emplace(e.node.get(), gi);
+      else slot->second = raw::add(slot->second, gi);
+    }
+  }
+}
+
+}  // namespace mox::autograd

@@ -1,0 +1,138 @@
+// backend.h — the small table of kernels each device provides.
+//
+// Front-ends in tensor/ops.cpp validate shapes and dtypes once, allocate the outputs and
+// then call the kernel of the tensor's device through `backend(device)`. The CPU backend
+// (tensor/cpu/) is always present and is the reference; the CUDA backend registers itself
+// when it was built. Kernels may assume what the front-end guarantees (stated per entry:
+// matching shapes, contiguous outputs, same device) and check nothing user-facing.
+#pragma once
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace mox {
+
+enum class UnaryOp : uint8_t {
+  neg, abs, exp, log, sqrt, rsqrt, sin, cos, tanh, sigmoid, relu, gelu, gelu_tanh, silu,
+  square, reciprocal
+};
+enum class BinaryOp : uint8_t {
+  add, sub, mul, div, maximum, minimum, pow,
+  eq, ne, lt, le, gt, ge,   // comparisons: output dtype boolean
+};
+enum class ReduceOp : uint8_t { sum, mean, max, min, prod };
+
+const char* unary_name(UnaryOp op);
+const char* binary_name(BinaryOp op);
+inline bool is_comparison(BinaryOp op) { return op >= BinaryOp::eq; }
+
+struct Conv2dParams {
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+};
+struct Pool2dParams {
+  int64_t kernel_h = 2, kernel_w = 2, stride_h = 2, stride_w = 2, pad_h = 0, pad_w = 0;
+};
+
+// Hyper-parameters of the fused optimizer updates (math in tensor/optim_math.h).
+struct SgdHyper {
+  double lr = 0, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false;
+  bool first_step = false;   // momentum buffer is initialised to the gradient on the first step
+};
+struct AdamHyper {
+  double lr = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  bool decoupled = false;    // AdamW: decay the weight directly instead of adding wd·p to grad
+  int64_t step = 1;          // 1-based step for bias correction
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // ---- memory ----
+  virtual void* allocate(size_t nbytes) = 0;
+  virtual void deallocate(void* ptr, size_t nbytes) = 0;
+  // Bytes between host memory and this device (or within the device when both are).
+  virtual void copy_to_host(void* host_dst, const void* src, size_t nbytes) = 0;
+  virtual void copy_from_host(void* dst, const void* host_src, size_t nbytes) = 0;
+
+  // ---- elementwise ----
+  // dst[i] = cast(src[i]); src any strides (stride 0 allowed), dst any non-overlapping strides.
+  virtual void copy(const Tensor& src, const Tensor& dst) = 0;
+  virtual void fill(const Tensor& dst, double value) = 0;
+  // out contiguous, same shape as x.
+  virtual void unary(UnaryOp op, const Tensor& x, const Tensor& out) = 0;
+  // gx = gy · f'(x); y = f(x) is given for ops whose derivative is cheaper from it.
+  virtual void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy,
+                              const Tensor& gx) = 0;
+  // a and b already broadcast to out's shape (stride 0 on broadcast dims); out contiguous.
+  // Arithmetic ops: a, b, out share a dtype; comparisons write boolean.
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  // out = a op scalar (or scalar op a when reversed). out contiguous, a's shape.
+  virtual void binary_scalar(BinaryOp op, const Tensor& a, double scalar, bool reversed,
+                             const Tensor& out) = 0;
+  // out = cond ? a : b; all broadcast to out's shape.
+  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  // out = x·alpha + y in place on y (y contiguous, x same shape). The optimizer workhorse.
+  virtual void axpy(double alpha, const Tensor& x, const Tensor& y) = 0;
+
+  // ---- reductions ----
+  // out has x's rank with extent 1 on every dim where reduce[d] is true. out contiguous.
+  virtual void reduce(ReduceOp op, const Tensor& x, const bool* reduce_dims, const Tensor& out) = 0;
+  // index (i64) of the max/min along `dim`; out has extent 1 on dim.
+  virtual void arg_reduce(bool is_max, const Tensor& x, int dim, const Tensor& out) = 0;
+  // Along the last dim of contiguous x: softmax or log-softmax.
+  virtual void softmax(const Tensor& x, bool log, const Tensor& out) = 0;
+  virtual void softmax_backward(const Tensor& y, const Tensor& gy, bool log, const Tensor& gx) = 0;
+  virtual void cumsum(const Tensor& x, int dim, const Tensor& out) = 0;
+
+  // ---- linear algebra ----
+  // out(B,M,N) = a(B,M,K) @ b(B,K,N). a, b: each of the last two dims has unit stride in one
+  // of them (so a transposed view needs no copy); batch strides arbitrary (0 = broadcast).
+  // out contiguous. If accumulate, out += a@b instead of out = a@b.
+  virtual void bmm(const Tensor& a, const Tensor& b, const Tensor& out, bool accumulate) = 0;
+
+  // ---- convolution and pooling (NCHW, contiguous) ----
+  virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p,
+                      const Tensor& out) = 0;
+  // Any of gx/gw/gb may be null when not needed. Gradients are written, not accumulated.
+  virtual void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& gy,
+                               const Conv2dParams& p, const Tensor* gx, const Tensor* gw,
+                               const Tensor* gb) = 0;
+  // indices (i64): flat h*W+w position of the max within each input plane.
+  virtual void max_pool2d(const Tensor& x, const Pool2dParams& p, const Tensor& out,
+                          const Tensor& indices) = 0;
+  virtual void max_pool2d_backward(const Tensor& gy, const Tensor& indices, const Tensor& gx) = 0;
+
+  // ---- indexing (index tensors i64, contiguous; bounds checked by the front-end) ----
+  virtual void gather(const Tensor& x, int dim, const Tensor& index, const Tensor& out) = 0;
+  // out[... index[i] ...] += src[i] along dim (out modified in place).
+  virtual void scatter_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) = 0;
+  virtual void index_select(const Tensor& x, int dim, const Tensor& index, const Tensor& out) = 0;
+  virtual void index_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) = 0;
+  // Along the last dim of contiguous x: the k largest (or smallest) values, sorted, and
+  // their positions. Ties keep the lower index first.
+  virtual void topk(const Tensor& x, int64_t k, bool largest, const Tensor& values,
+                    const Tensor& indices) = 0;
+  // Stable argsort along the last dim of contiguous x.
+  virtual void argsort(const Tensor& x, bool descending, const Tensor& indices) = 0;
+
+  // ---- random numbers (counter-based Philox: same seed and offset, same numbers anywhere) ----
+  virtual void uniform(const Tensor& out, double low, double high, uint64_t seed, uint64_t offset) = 0;
+  virtual void normal(const Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) = 0;
+
+  // ---- fused optimizer updates (all contiguous, same shape and dtype) ----
+  virtual void sgd_step(const Tensor& param, const Tensor& grad, const Tensor* momentum_buf,
+                        const SgdHyper& h) = 0;
+  virtual void adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                         const Tensor& exp_avg_sq, const AdamHyper& h) = 0;
+};
+
+// The backend of a device; throws a clear error when that device's backend was not built.
+Backend& backend(Device device);
+// Called by a backend's translation unit at start-up.
+void register_backend(DeviceType type, Backend* backend);
+bool backend_available(DeviceType type);
+
+}  // namespace mox

@@ -1,0 +1,44 @@
+// math.h — scalar math shared by the CPU and CUDA backends (MOX_HD: host and device).
+//
+// Activations and their derivatives, written once so that the CPU reference and the GPU
+// kernels compute the same function. T is float or double.
+#pragma once
+#include <cmath>
+
+#include "tensor/dtype.h"
+
+namespace mox::math {
+
+template <typename T> MOX_HD inline T sigmoid(T x) { return T(1) / (T(1) + ::exp(-x)); }
+
+// GELU, exact: x·Φ(x) = 0.5·x·(1 + erf(x/√2)).
+template <typename T> MOX_HD inline T gelu(T x) {
+  return T(0.5) * x * (T(1) + ::erf(x * T(0.70710678118654752440)));
+}
+template <typename T> MOX_HD inline T gelu_grad(T x) {
+  const T cdf = T(0.5) * (T(1) + ::erf(x * T(0.70710678118654752440)));
+  const T pdf = ::exp(T(-0.5) * x * x) * T(0.39894228040143267794);   // φ(x) = e^{-x²/2}/√(2π)
+  return cdf + x * pdf;
+}
+
+// GELU, tanh approximation (GPT-2): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+template <typename T> MOX_HD inline T gelu_tanh(T x) {
+  const T k = T(0.79788456080286535588);
+  return T(0.5) * x * (T(1) + ::tanh(k * (x + T(0.044715) * x * x * x)));
+}
+template <typename T> MOX_HD inline T gelu_tanh_grad(T x) {
+  const T k = T(0.79788456080286535588);
+  const T inner = k * (x + T(0.044715) * x * x * x);
+  const T t = ::tanh(inner);
+  const T dinner = k * (T(1) + T(3) * T(0.044715) * x * x);
+  return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dinner;
+}
+
+// SiLU (swish): x·σ(x); derivative σ(x)·(1 + x·(1 − σ(x))).
+template <typename T> MOX_HD inline T silu(T x) { return x * sigmoid(x); }
+template <typename T> MOX_HD inline T silu_grad(T x) {
+  const T s = sigmoid(x);
+  return s * (T(1) + x * (T(1) - s));
+}
+
+}  // namespace mox::math
