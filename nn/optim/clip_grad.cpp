@@ -1,0 +1,31 @@
+// clip_grad.cpp — clip_grad_norm: one double-precision global norm, then an in-place scale.
+#include "nn/optim/clip_grad.h"
+
+#include <cmath>
+
+#include "tensor/ops.h"
+
+namespace mox::optim {
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  MOX_CHECK(std::isfinite(max_norm) && max_norm > 0,
+            "clip_grad_norm: max_norm must be a finite value > 0, got ", max_norm);
+  double sum_sq = 0;
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    Tensor g64 = raw::to_dtype(g, DType::f64);
+    sum_sq += raw::sum(raw::unary(UnaryOp::square, g64)).item<double>();
+  }
+  const double norm = std::sqrt(sum_sq);
+  if (!std::isfinite(norm)) return norm;
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1)
+    for (const Tensor& p : params) {
+      Tensor g = p.grad();
+      if (g.defined()) raw::mul_(g, coef);
+    }
+  return norm;
+}
+
+}  // namespace mox::optim
