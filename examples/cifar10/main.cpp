@@ -1,0 +1,200 @@
+// main.cpp — mox-cifar10: trains the tutorial Net on CIFAR-10 and reports test accuracy
+// overall and per class, as the PyTorch tutorial does. See README.md for recipes.
+//
+// Exit codes: 0 success, 1 runtime error (missing data, corrupt checkpoint, non-finite
+// loss), 2 usage error.
+#include <cblas.h>
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "datasets/cifar10.h"
+#include "datasets/dataloader.h"
+#include "examples/cifar10/net.h"
+#include "examples/cifar10/options.h"
+#include "examples/common/metrics.h"
+#include "nn/checkpoint.h"
+#include "nn/loss.h"
+#include "nn/optim/adam.h"
+#include "nn/optim/lr_scheduler.h"
+#include "nn/optim/sgd.h"
+
+namespace mox::cifar10 {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::unique_ptr<optim::Optimizer> make_optimizer(const Options& o, const nn::Module& model) {
+  if (o.optimizer == "sgd") {
+    optim::SgdOptions so;
+    so.lr = o.lr;
+    so.momentum = o.momentum;
+    so.weight_decay = o.weight_decay;
+    return std::make_unique<optim::Sgd>(model.named_parameters(), so);
+  }
+  optim::AdamOptions ao;
+  ao.lr = o.lr;
+  ao.weight_decay = o.weight_decay;
+  if (o.optimizer == "adam") return std::make_unique<optim::Adam>(model.named_parameters(), ao);
+  optim::AdamWOptions wo;
+  static_cast<optim::AdamOptions&>(wo) = ao;
+  return std::make_unique<optim::AdamW>(model.named_parameters(), wo);
+}
+
+std::unique_ptr<optim::LrSchedule> make_schedule(const Options& o, int64_t total_steps) {
+  if (o.schedule == "cosine") {
+    optim::WarmupCosineLrOptions c;
+    c.lr = o.lr;
+    c.min_lr = 0;
+    c.warmup_iters = o.warmup_steps;
+    c.lr_decay_iters = total_steps;
+    return std::make_unique<optim::WarmupCosineLr>(c);
+  }
+  if (o.schedule == "warmup") {
+    optim::WarmupLrOptions w;
+    w.warmup_min_lr = 0;
+    w.warmup_max_lr = o.lr;
+    w.warmup_num_steps = std::max<int64_t>(o.warmup_steps, 1);
+    return std::make_unique<optim::WarmupLr>(w);
+  }
+  return std::make_unique<optim::ConstantLr>(o.lr);
+}
+
+struct Accuracy {
+  double overall = 0;
+  std::vector<double> per_class;
+};
+
+Accuracy evaluate(Net& model, data::DataLoader& loader, int64_t num_classes) {
+  autograd::NoGradGuard no_grad;
+  model.eval();
+  std::vector<int64_t> correct(size_t(num_classes), 0), total(size_t(num_classes), 0);
+  loader.start_epoch(0);
+  data::Batch b;
+  while (loader.next(b)) {
+    std::vector<int64_t> pred = argmax(model.forward(b.images), 1).to_vector<int64_t>();
+    std::vector<int64_t> label = b.labels.to_vector<int64_t>();
+    for (size_t i = 0; i < pred.size(); ++i) {
+      total[size_t(label[i])] += 1;
+      correct[size_t(label[i])] += pred[i] == label[i];
+    }
+  }
+  model.train();
+  Accuracy acc;
+  int64_t c_sum = 0, t_sum = 0;
+  for (int64_t c = 0; c < num_classes; ++c) {
+    acc.per_class.push_back(total[size_t(c)] ? double(correct[size_t(c)]) / double(total[size_t(c)]) : 0.0);
+    c_sum += correct[size_t(c)];
+    t_sum += total[size_t(c)];
+  }
+  acc.overall = t_sum ? double(c_sum) / double(t_sum) : 0.0;
+  return acc;
+}
+
+int run(const Options& o) {
+  omp_set_num_threads(int(o.threads));
+  openblas_set_num_threads(int(o.threads));
+
+  auto train_set = std::make_shared<data::Cifar10>(o.data, true);
+  auto test_set = std::make_shared<data::Cifar10>(o.data, false);
+  const std::vector<std::string> classes = train_set->class_names();
+
+  data::LoaderOptions lo;
+  lo.batch_size = o.batch_size;
+  lo.shuffle = true;
+  lo.seed = o.seed;
+  lo.normalize = {{0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}};   // the tutorial's transform
+  if (o.augment) lo.augment = {4, true};
+  data::DataLoader train_loader(train_set, lo);
+  data::LoaderOptions to = lo;
+  to.batch_size = o.test_batch_size;
+  to.shuffle = false;
+  to.augment = {};
+  data::DataLoader test_loader(test_set, to);
+
+  manual_seed(o.seed);
+  Net model;
+  std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(o, model);
+  const int64_t steps_per_epoch = train_loader.batches_per_epoch();
+  std::unique_ptr<optim::LrSchedule> schedule = make_schedule(o, o.epochs * steps_per_epoch);
+
+  int64_t first_epoch = 0, step = 0;
+  if (!o.resume.empty()) {
+    nn::Metadata meta = nn::load_checkpoint(o.resume, model, optimizer.get());
+    first_epoch = std::stoll(nn::require_meta(meta, "epoch", o.resume));
+    step = std::stoll(nn::require_meta(meta, "step", o.resume));
+    std::printf("resumed from %s: %lld epochs done, step %lld\n", o.resume.c_str(), (long long)first_epoch,
+                (long long)step);
+  }
+  examples::MetricsWriter metrics(o.metrics, /*append=*/!o.resume.empty());
+  std::printf("mox-cifar10: %lld train / %lld test images, batch %lld, %s lr %g, %lld threads, %lld params\n",
+              (long long)train_set->size(), (long long)test_set->size(), (long long)o.batch_size,
+              o.optimizer.c_str(), o.lr, (long long)o.threads, (long long)model.num_parameters());
+
+  for (int64_t epoch = first_epoch; epoch < o.epochs; ++epoch) {
+    train_loader.start_epoch(epoch);
+    data::Batch b;
+    double running = 0;
+    int64_t in_window = 0, images = 0;
+    auto window_start = Clock::now();
+    for (int64_t i = 0; train_loader.next(b); ++i, ++step) {
+      schedule->apply(*optimizer, step);
+      optimizer->zero_grad();
+      Tensor loss = nn::cross_entropy(model.forward(b.images), b.labels);
+      loss.backward();
+      optimizer->step();
+      const double l = loss.item<double>();
+      if (!std::isfinite(l))
+        MOX_FAIL("training loss became ", l, " at epoch ", epoch + 1, " step ", step,
+                 " — lower --lr or check the data");
+      running += l;
+      ++in_window;
+      images += b.images.size(0);
+      if ((i + 1) % o.log_interval == 0 || i + 1 == steps_per_epoch) {
+        const double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
+        const double ips = double(images) / secs;
+        std::printf("[%lld, %5lld] loss: %.3f  lr %.3g  %.0f images/s\n", (long long)epoch + 1, (long long)i + 1,
+                    running / double(in_window), optimizer->lr(0), ips);
+        std::fflush(stdout);
+        metrics.write({{"split", "train"}, {"epoch", epoch + 1}, {"step", step + 1},
+                       {"loss", running / double(in_window)}, {"lr", optimizer->lr(0)}, {"images_per_s", ips}});
+        running = 0;
+        in_window = images = 0;
+        window_start = Clock::now();
+      }
+    }
+    Accuracy acc = evaluate(model, test_loader, int64_t(classes.size()));
+    std::printf("Accuracy of the network on the %lld test images: %.1f %%\n", (long long)test_set->size(),
+                100.0 * acc.overall);
+    nlohmann::json per_class;
+    for (size_t c = 0; c < classes.size(); ++c) {
+      std::printf("Accuracy for class: %-10s is %.1f %%\n", classes[c].c_str(), 100.0 * acc.per_class[c]);
+      per_class[classes[c]] = acc.per_class[c];
+    }
+    metrics.write({{"split", "test"}, {"epoch", epoch + 1}, {"accuracy", acc.overall}, {"per_class", per_class}});
+    if (!o.save.empty()) {
+      nn::save_checkpoint(o.save, model, optimizer.get(),
+                          {{"epoch", std::to_string(epoch + 1)}, {"step", std::to_string(step)},
+                           {"seed", std::to_string(o.seed)}, {"example", "cifar10"}});
+      std::printf("saved checkpoint %s\n", o.save.c_str());
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace mox::cifar10
+
+int main(int argc, char** argv) {
+  mox::cifar10::Options options = mox::cifar10::parse_options(argc, argv);
+  try {
+    return mox::cifar10::run(options);
+  } catch (const std::exception& e) {
+    std::cerr << "mox-cifar10: error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,32 @@
+// options.h — the command line of mox-cifar10 and its validation.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace mox::cifar10 {
+
+struct Options {
+  std::string data;              // CIFAR-10 binary directory
+  int64_t epochs = 2;
+  int64_t batch_size = 4;
+  int64_t test_batch_size = 1000;
+  std::string optimizer = "sgd"; // sgd | adam | adamw
+  double lr = 0.001;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  std::string schedule = "constant";   // constant | cosine | warmup
+  int64_t warmup_steps = 0;
+  bool augment = false;          // random crop (pad 4) + horizontal flip
+  uint64_t seed = 1;
+  int64_t log_interval = 2000;
+  int64_t threads = 2;
+  std::string metrics;           // JSON-lines file
+  std::string save;              // checkpoint written after every epoch
+  std::string resume;            // checkpoint to continue from
+};
+
+// Parses argv. On --help prints usage and exits 0; on a bad flag or value prints the
+// problem and exits 2.
+Options parse_options(int argc, char** argv);
+
+}  // namespace mox::cifar10

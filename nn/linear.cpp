@@ -1,0 +1,27 @@
+// linear.cpp — see linear.h.
+#include "nn/linear.h"
+
+#include <cmath>
+
+#include "nn/init.h"
+
+namespace mox::nn {
+
+Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator* gen) : in_features(in), out_features(out) {
+  MOX_CHECK(in > 0 && out > 0, "Linear: in_features=", in, " and out_features=", out, " must be positive");
+  weight = register_parameter("weight", empty({out, in}));
+  init::kaiming_uniform_(weight, std::sqrt(5.0), gen);
+  if (has_bias) {
+    bias = register_parameter("bias", empty({out}));
+    const double bound = 1.0 / std::sqrt(double(in));
+    init::uniform_(bias, -bound, bound, gen);
+  }
+}
+
+Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
+
+std::string Linear::repr() const {
+  return str("Linear(in=", in_features, ", out=", out_features, bias.defined() ? "" : ", bias=false", ")");
+}
+
+}  // namespace mox::nn
