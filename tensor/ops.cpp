@@ -128,7 +128,9 @@ Tensor reshape(const Tensor& t, const Shape& shape) {
 
 Tensor transpose(const Tensor& t, int64_t d0, int64_t d1) {
   int a = wrap_dim(d0, t.dim()), b = wrap_dim(d1, t.dim());
-  if (t.dim() == 0) return t;
+  // Always a new handle (even for 0-d): autograd records a node on the result, which must
+  // never be the input itself.
+  if (t.dim() == 0) return make_view(t, t.shape(), t.strides(), t.offset());
   Shape sh = t.shape(), st = t.strides();
   std::swap(sh[a], sh[b]);
   std::swap(st[a], st[b]);
@@ -196,7 +198,8 @@ Tensor expand(const Tensor& t, const Shape& shape) {
 
 Tensor squeeze(const Tensor& t, int64_t dim) {
   int d = wrap_dim(dim, t.dim());
-  if (t.dim() == 0 || t.shape()[d] != 1) return t;
+  // A new handle even when nothing is squeezed (see transpose).
+  if (t.dim() == 0 || t.shape()[d] != 1) return make_view(t, t.shape(), t.strides(), t.offset());
   Shape sh = t.shape(), st = t.strides();
   sh.erase(d);
   st.erase(d);
@@ -427,7 +430,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   check_floating("matmul", a);
   MOX_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: operands must have at least 1 dim, got ",
             describe(a), " and ", describe(b));
-  if (a.dim() == 1) return squeeze(matmul(unsqueeze(a, 0), b), -2);
+  // (K)@(K) gives a 0-d result: the (1) left after the b-vector case is squeezed too.
+  if (a.dim() == 1) return squeeze(matmul(unsqueeze(a, 0), b), b.dim() == 1 ? -1 : -2);
   if (b.dim() == 1) return squeeze(matmul(a, unsqueeze(b, 1)), -1);
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   MOX_CHECK(b.size(-2) == K, "matmul: shapes ", a.shape(), " and ", b.shape(),
