@@ -196,7 +196,8 @@ Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim) {
   Tensor out_keep = raw::add(raw::unary(UnaryOp::log, s), m);
   Tensor out = keepdim ? out_keep : raw::squeeze(out_keep, dim);
   if (!needs_grad(x)) return out;
-  return record("logsumexp", out, {&x}, [x, y = out_keep](const Tensor& g) {
+  // out_keep.detach(): with keepdim, out_keep *is* out, and a node must not own its output.
+  return record("logsumexp", out, {&x}, [x, y = out_keep.detach()](const Tensor& g) {
     Tensor gk = raw::reshape(g, y.shape());
     return Grads{raw::mul(gk, raw::unary(UnaryOp::exp, raw::sub(x, y)))};   // g·softmax(x)
   });
@@ -231,7 +232,7 @@ Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_fn(x, dim, tru
 Tensor matmul(const Tensor& a, const Tensor& b) {
   MOX_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: operands must have at least 1 dim, got ",
             describe(a), " and ", describe(b));
-  if (a.dim() == 1) return matmul(a.unsqueeze(0), b).squeeze(-2);
+  if (a.dim() == 1) return matmul(a.unsqueeze(0), b).squeeze(b.dim() == 1 ? -1 : -2);
   if (b.dim() == 1) return matmul(a, b.unsqueeze(1)).squeeze(-1);
   Tensor out = raw::matmul(a, b);
   if (!needs_grad({&a, &b})) return out;
@@ -252,12 +253,19 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   const int64_t in = w.size(1), outf = w.size(0), rows = x.numel() / std::max<int64_t>(in, 1);
   Shape out_shape = x.shape();
   out_shape[out_shape.size() - 1] = outf;
-  Tensor x2 = raw::reshape(x, {1, rows, in});
-  Tensor wt = raw::unsqueeze(raw::transpose(w, 0, 1), 0);   // (1, in, out), no copy
-  Tensor out = empty({1, rows, outf}, x.dtype(), x.device());
-  if (b.defined()) raw::copy_(out, b);                       // out = b, then out += x·wᵀ
   MOX_CHECK(x.dtype() == w.dtype() && x.device() == w.device(), "linear: input ", describe(x), " on ",
             x.device(), " and weight ", describe(w), " on ", w.device(), " must match in dtype and device");
+  MOX_CHECK(!b.defined() || (b.dtype() == w.dtype() && b.device() == w.device()), "linear: bias ",
+            describe(b), " on ", b.device(), " and weight ", describe(w), " on ", w.device(),
+            " must match in dtype and device");
+  Tensor x2 = raw::reshape(x, {1, rows, in});
+  // bmm reads w through its strides: it needs a unit stride in one dim and a leading
+  // dimension covering the other. Expanded (stride-0) or overlapping weights are copied.
+  const bool w_blas = (w.stride(1) == 1 && w.stride(0) >= w.size(1)) ||
+                      (w.stride(0) == 1 && w.stride(1) >= w.size(0));
+  Tensor wt = raw::unsqueeze(raw::transpose(w_blas ? w : raw::clone(w), 0, 1), 0);   // (1, in, out)
+  Tensor out = empty({1, rows, outf}, x.dtype(), x.device());
+  if (b.defined()) raw::copy_(out, b);                       // out = b, then out += x·wᵀ
   backend(x.device()).bmm(raw::contiguous(x2), wt, out, /*accumulate=*/b.defined());
   out = raw::view(out, out_shape);
   if (!needs_grad({&x, &w, &b})) return out;
