@@ -70,8 +70,9 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
               "scalar output; got shape ", root.shape(), " — pass the gradient explicitly");
     seed = ones(root.shape(), root.dtype(), root.device());
   }
-  MOX_CHECK(seed.shape() == root.shape(), "backward: gradient ", describe(seed),
-            " does not match the output ", describe(root));
+  MOX_CHECK(seed.shape() == root.shape() && seed.dtype() == root.dtype() && seed.device() == root.device(),
+            "backward: gradient ", describe(seed), " on ", seed.device(), " does not match the output ",
+            describe(root), " on ", root.device());
   NoGradGuard no_grad;
   if (!root.grad_fn()) {
     accumulate_leaf(*root.impl(), seed);
