@@ -88,7 +88,12 @@ template <typename F> void dispatch_blas(DType t, const char* op, F&& f) {
   MOX_FAIL(op, " on the CPU supports f32 and f64, got ", t, "; cast the input with .to(f32)");
 }
 
-int batch_threads(int64_t n) { return int(std::min<int64_t>(n, omp_get_max_threads())); }
+// Threads for a batch of n images: one per image, but a single thread when the whole
+// convolution is too small to pay for starting a parallel region.
+int batch_threads(const ConvGeometry& g) {
+  if (g.N * g.OC * g.plane() * g.ckk() < cpu::kParallelGrain * 8) return 1;
+  return int(std::min<int64_t>(g.N, omp_get_max_threads()));
+}
 }  // namespace
 
 void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p,
@@ -100,7 +105,7 @@ void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, co
     const T* ws = static_cast<const T*>(w.raw_data());
     const T* bs = bias ? static_cast<const T*>(bias->raw_data()) : nullptr;
     T* os = static_cast<T*>(out.raw_data());
-    const int threads = batch_threads(g.N);
+    const int threads = batch_threads(g);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
       std::vector<T> col(g.is_pointwise() ? 0 : size_t(g.ckk() * g.plane()));
@@ -141,7 +146,7 @@ void CpuBackend::conv2d_backward(const Tensor& x, const Tensor& w, const Tensor&
       }
     }
     if (!gx && !gw) return;
-    const int threads = batch_threads(g.N);
+    const int threads = batch_threads(g);
     const size_t wsize = size_t(g.OC * g.ckk());
     std::vector<T> gw_partial(gw ? wsize * size_t(threads) : 0, T(0));
 #pragma omp parallel num_threads(threads) if (threads > 1)
