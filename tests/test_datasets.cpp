@@ -1,0 +1,773 @@
+// test_datasets.cpp — CIFAR-10 reader, image folder, transforms and DataLoader.
+//
+// Every test writes its own small files into a fresh temp dir (known pixels and labels);
+// the test that reads the real CIFAR-10 skips unless MOX_DATA/cifar10 exists.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "datasets/cifar10.h"
+#include "datasets/dataloader.h"
+#include "datasets/image_folder.h"
+#include "datasets/transforms.h"
+
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wall"
+#pragma GCC diagnostic ignored "-Wextra"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#include <stb/stb_image_write.h>
+#pragma GCC diagnostic pop
+
+namespace fs = std::filesystem;
+using namespace mox;
+using namespace mox::data;
+
+namespace {
+
+// A fresh directory under the system temp dir, removed with everything in it.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "mox-datasets-XXXXXX").string();
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    char* p = mkdtemp(buf.data());
+    if (!p) throw std::runtime_error("mkdtemp failed for " + tmpl);
+    path = p;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (fs::path(path) / name).string(); }
+};
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  ASSERT_TRUE(out.good()) << path;
+}
+
+// The message of the mox::Error that `fn` throws ("" when it throws nothing).
+template <typename F>
+std::string error_of(F&& fn) {
+  try {
+    fn();
+  } catch (const mox::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// ---------------------------------------------------------------- CIFAR-10
+
+// The pixel a test CIFAR record holds at plane c, row y, column x.
+uint8_t cifar_pixel(int64_t record, int c, int y, int x) {
+  return uint8_t((record * 7 + c * 85 + y * 3 + x) & 255);
+}
+
+std::vector<uint8_t> cifar_records(int64_t n) {
+  std::vector<uint8_t> bytes(size_t(n * kCifarRecordBytes));
+  for (int64_t r = 0; r < n; ++r) {
+    uint8_t* rec = bytes.data() + r * kCifarRecordBytes;
+    rec[0] = uint8_t(r % 10);
+    for (int c = 0; c < 3; ++c)
+      for (int y = 0; y < 32; ++y)
+        for (int x = 0; x < 32; ++x) rec[1 + c * 1024 + y * 32 + x] = cifar_pixel(r, c, y, x);
+  }
+  return bytes;
+}
+
+TEST(CifarParse, DecodesLabelsAndPlaneOrder) {
+  TempDir dir;
+  std::vector<uint8_t> bytes = cifar_records(3);
+  // Record 1: a red-only image except one marked pixel at row 5, column 7.
+  uint8_t* rec = bytes.data() + kCifarRecordBytes;
+  std::fill(rec + 1, rec + 1 + 1024, uint8_t(200));           // R
+  std::fill(rec + 1 + 1024, rec + 1 + 3072, uint8_t(0));       // G, B
+  rec[1 + 2048 + 5 * 32 + 7] = 99;                             // B at (5, 7)
+  write_bytes(dir / "small.bin", bytes);
+
+  CifarRecords got = read_cifar10_file(dir / "small.bin", 0);
+  ASSERT_EQ(got.images.shape(), Shape({3, 3, 32, 32}));
+  ASSERT_EQ(got.labels, (std::vector<int64_t>{0, 1, 2}));
+  const uint8_t* px = got.images.data<uint8_t>();   // (N, 3, 32, 32)
+  auto at = [&](int64_t n, int c, int y, int x) { return px[((n * 3 + c) * 32 + y) * 32 + x]; };
+  EXPECT_EQ(at(1, 0, 0, 0), 200);
+  EXPECT_EQ(at(1, 0, 31, 31), 200);
+  EXPECT_EQ(at(1, 1, 5, 7), 0);
+  EXPECT_EQ(at(1, 2, 5, 7), 99);
+  EXPECT_EQ(at(1, 2, 7, 5), 0);
+  for (int64_t n : {0, 2})
+    for (int c = 0; c < 3; ++c) EXPECT_EQ(at(n, c, 9, 30), cifar_pixel(n, c, 9, 30));
+
+  // The memory parser gives the same result.
+  CifarRecords mem = parse_cifar10(bytes.data(), bytes.size(), "memory", 3);
+  EXPECT_EQ(std::memcmp(mem.images.data<uint8_t>(), px, 3 * 3072), 0);
+}
+
+TEST(CifarParse, WrongSizeNamesFileAndBothSizes) {
+  TempDir dir;
+  std::vector<uint8_t> bytes = cifar_records(2);
+  bytes.resize(bytes.size() + 5);   // 6151 bytes
+  write_bytes(dir / "ragged.bin", bytes);
+  std::string msg = error_of([&] { read_cifar10_file(dir / "ragged.bin", 0); });
+  EXPECT_NE(msg.find("ragged.bin"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("6151"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("3073"), std::string::npos) << msg;
+
+  bytes.resize(2 * 3073);   // whole records, but not the 10,000 of an official file
+  write_bytes(dir / "short.bin", bytes);
+  msg = error_of([&] { read_cifar10_file(dir / "short.bin"); });
+  EXPECT_NE(msg.find("short.bin"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("6146"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("30730000"), std::string::npos) << msg;
+
+  EXPECT_THROW(parse_cifar10(bytes.data(), 0, "empty", 0), mox::Error);
+}
+
+TEST(CifarParse, LabelAboveNineNamesFileAndRecord) {
+  TempDir dir;
+  std::vector<uint8_t> bytes = cifar_records(4);
+  bytes[2 * kCifarRecordBytes] = 10;
+  write_bytes(dir / "bad_label.bin", bytes);
+  std::string msg = error_of([&] { read_cifar10_file(dir / "bad_label.bin", 0); });
+  EXPECT_NE(msg.find("bad_label.bin"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("record 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("label 10"), std::string::npos) << msg;
+}
+
+TEST(Cifar10, MissingDirectoryMentionsMakeData) {
+  std::string msg = error_of([] { Cifar10("/nonexistent/mox/cifar10", false); });
+  EXPECT_NE(msg.find("/nonexistent/mox/cifar10"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("make data"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("MOX_DATA"), std::string::npos) << msg;
+}
+
+TEST(Cifar10, MissingFileIsNamed) {
+  TempDir dir;
+  std::string msg = error_of([&] { Cifar10(dir.path, false); });
+  EXPECT_NE(msg.find("test_batch.bin"), std::string::npos) << msg;
+  write_bytes(dir / "data_batch_1.bin", {});
+  msg = error_of([&] { Cifar10(dir.path, true); });
+  EXPECT_NE(msg.find("data_batch_2.bin"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("make data"), std::string::npos) << msg;
+}
+
+TEST(Cifar10, ReadsTestSplitWithClassNames) {
+  TempDir dir;
+  std::vector<uint8_t> bytes = cifar_records(kCifarRecordsPerFile);
+  write_bytes(dir / "test_batch.bin", bytes);
+  {
+    Cifar10 ds(dir.path, false);
+    ASSERT_EQ(ds.size(), 10000);
+    EXPECT_EQ(ds.class_names().size(), 10u);
+    EXPECT_EQ(ds.class_names()[0], "airplane");   // defaults without batches.meta.txt
+    EXPECT_EQ(ds.class_names()[9], "truck");
+    Example ex = ds.get(1234);
+    EXPECT_EQ(ex.label, 4);
+    ASSERT_EQ(ex.image.shape(), Shape({3, 32, 32}));
+    EXPECT_EQ(ex.image.dtype(), DType::u8);
+    EXPECT_TRUE(ex.image.is_contiguous());
+    const uint8_t* px = ex.image.data<uint8_t>();
+    EXPECT_EQ(px[2 * 1024 + 31 * 32 + 3], cifar_pixel(1234, 2, 31, 3));
+    EXPECT_EQ(px[0 * 1024 + 4 * 32 + 17], cifar_pixel(1234, 0, 4, 17));
+    EXPECT_THROW(ds.get(10000), mox::Error);
+    EXPECT_THROW(ds.get(-1), mox::Error);
+  }
+  {
+    std::ofstream meta(dir / "batches.meta.txt");
+    for (int i = 0; i < 10; ++i) meta << "class" << i << "\r\n";
+    meta << "\n";
+  }
+  EXPECT_EQ(Cifar10(dir.path, false).class_names()[3], "class3");
+  {
+    std::ofstream meta(dir / "batches.meta.txt");
+    meta << "only\ntwo\n";
+  }
+  std::string msg = error_of([&] { Cifar10(dir.path, false); });
+  EXPECT_NE(msg.find("batches.meta.txt"), std::string::npos) << msg;
+  fs::remove(dir / "batches.meta.txt");
+
+  bytes.pop_back();   // a truncated download
+  write_bytes(dir / "test_batch.bin", bytes);
+  msg = error_of([&] { Cifar10(dir.path, false); });
+  EXPECT_NE(msg.find("test_batch.bin"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("30729999"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("30730000"), std::string::npos) << msg;
+}
+
+// The real data, when the machine has it.
+std::string real_data_dir(const char* sub) {
+  const char* root = std::getenv("MOX_DATA");
+  if (!root) return "";
+  fs::path dir = fs::path(root) / sub;
+  return fs::is_directory(dir) ? dir.string() : "";
+}
+
+TEST(Cifar10, RealTestBatchIsBalanced) {
+  std::string dir = real_data_dir("cifar10");
+  if (dir.empty()) GTEST_SKIP() << "set MOX_DATA to a folder holding cifar10/ (make data) to run this";
+  Cifar10 ds(dir, false);
+  ASSERT_EQ(ds.size(), 10000);
+  std::vector<int64_t> counts(10, 0);
+  for (int64_t label : ds.labels()) ++counts[size_t(label)];
+  for (int c = 0; c < 10; ++c) {
+    EXPECT_GE(counts[c], 900) << "class " << c;
+    EXPECT_LE(counts[c], 1100) << "class " << c;
+  }
+}
+
+// ---------------------------------------------------------------- image folder
+
+// A w×h RGB image (row-major, interleaved) with a distinct value in every byte.
+std::vector<uint8_t> rgb_pattern(int w, int h, int seed) {
+  std::vector<uint8_t> px(size_t(w * h * 3));
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c) px[size_t((y * w + x) * 3 + c)] = uint8_t(seed + 40 * c + 5 * y + x);
+  return px;
+}
+
+void write_png(const std::string& path, int w, int h, int channels, const std::vector<uint8_t>& px) {
+  fs::create_directories(fs::path(path).parent_path());
+  ASSERT_TRUE(stbi_write_png(path.c_str(), w, h, channels, px.data(), w * channels)) << path;
+}
+
+void write_bmp(const std::string& path, int w, int h, const std::vector<uint8_t>& px) {
+  fs::create_directories(fs::path(path).parent_path());
+  ASSERT_TRUE(stbi_write_bmp(path.c_str(), w, h, 3, px.data())) << path;
+}
+
+// Checks a decoded (3, H, W) image against an interleaved RGB pattern.
+void expect_planar_equals(const Tensor& image, int w, int h, const std::vector<uint8_t>& px) {
+  ASSERT_EQ(image.shape(), Shape({3, h, w}));
+  const uint8_t* d = image.data<uint8_t>();
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x)
+        ASSERT_EQ(d[(c * h + y) * w + x], px[size_t((y * w + x) * 3 + c)])
+            << "c=" << c << " y=" << y << " x=" << x;
+}
+
+TEST(ImageFolder, LabelsFromSortedClassFoldersAndExactPixels) {
+  TempDir dir;
+  std::vector<uint8_t> a = rgb_pattern(5, 4, 10), b = rgb_pattern(5, 4, 90), c = rgb_pattern(3, 2, 7);
+  write_png(dir / "dog/b.png", 5, 4, 3, b);
+  write_png(dir / "dog/a.png", 5, 4, 3, a);
+  write_bmp(dir / "cat/x.bmp", 3, 2, c);
+  write_png(dir / "bird/grey.PNG", 2, 2, 1, {0, 50, 100, 250});
+  write_bytes(dir / "dog/notes.txt", {'h', 'i'});   // ignored: not an image
+  write_bytes(dir / "README", {'h', 'i'});          // ignored: not a folder
+
+  ImageFolder ds(dir.path);
+  ASSERT_EQ(ds.class_names(), (std::vector<std::string>{"bird", "cat", "dog"}));
+  ASSERT_EQ(ds.size(), 4);
+  EXPECT_EQ(fs::path(ds.path(2)).filename(), "a.png");
+  EXPECT_EQ(fs::path(ds.path(3)).filename(), "b.png");
+  std::vector<int64_t> labels;
+  for (int64_t i = 0; i < ds.size(); ++i) labels.push_back(ds.get(i).label);
+  EXPECT_EQ(labels, (std::vector<int64_t>{0, 1, 2, 2}));
+
+  expect_planar_equals(ds.get(2).image, 5, 4, a);
+  expect_planar_equals(ds.get(3).image, 5, 4, b);
+  expect_planar_equals(ds.get(1).image, 3, 2, c);   // BMP: bottom-up rows handled by stb
+  Tensor grey = ds.get(0).image;                    // 1 channel → 3 equal planes
+  ASSERT_EQ(grey.shape(), Shape({3, 2, 2}));
+  const uint8_t* g = grey.data<uint8_t>();
+  for (int ch = 0; ch < 3; ++ch) EXPECT_EQ(g[ch * 4 + 3], 250);
+  EXPECT_THROW(ds.get(4), mox::Error);
+}
+
+TEST(ImageFolder, CorruptFileNamesPath) {
+  TempDir dir;
+  std::vector<uint8_t> junk(300);
+  for (size_t i = 0; i < junk.size(); ++i) junk[i] = uint8_t(i * 131 + 17);
+  write_bytes(dir / "cls/junk.png", junk);
+  ImageFolder ds(dir.path);
+  std::string msg = error_of([&] { ds.get(0); });
+  EXPECT_NE(msg.find(dir / "cls/junk.png"), std::string::npos) << msg;
+}
+
+TEST(ImageFolder, TruncatedPngThrows) {
+  TempDir dir;
+  write_png(dir / "full.png", 16, 16, 3, rgb_pattern(16, 16, 3));
+  std::ifstream in(dir / "full.png", std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(bytes.size(), 80u);
+  bytes.resize(bytes.size() / 2);
+  write_bytes(dir / "cls/cut.png", bytes);
+  ImageFolder ds(dir.path + "/");
+  std::string msg = error_of([&] { ds.get(0); });
+  EXPECT_NE(msg.find("cut.png"), std::string::npos) << msg;
+}
+
+void put32le(std::vector<uint8_t>& b, uint32_t v) {
+  for (int i = 0; i < 4; ++i) b.push_back(uint8_t(v >> (8 * i)));
+}
+void put32be(std::vector<uint8_t>& b, uint32_t v) {
+  for (int i = 3; i >= 0; --i) b.push_back(uint8_t(v >> (8 * i)));
+}
+
+// A 24-bit BMP whose headers claim w×h but that carries only a few pixel bytes.
+std::vector<uint8_t> bmp_header(uint32_t w, uint32_t h) {
+  std::vector<uint8_t> b = {'B', 'M'};
+  put32le(b, 54 + 64);   // file size
+  put32le(b, 0);         // reserved
+  put32le(b, 54);        // pixel data offset
+  put32le(b, 40);        // BITMAPINFOHEADER
+  put32le(b, w);
+  put32le(b, h);
+  b.push_back(1); b.push_back(0);    // planes
+  b.push_back(24); b.push_back(0);   // bits per pixel
+  for (int i = 0; i < 6; ++i) put32le(b, 0);   // compression, sizes, resolution, palette
+  b.resize(b.size() + 64, 0x7f);
+  return b;
+}
+
+TEST(ImageFolder, AbsurdDimensionsRefusedBeforeDecoding) {
+  std::vector<uint8_t> bmp = bmp_header(100000, 100000);
+  std::string msg = error_of([&] { decode_image(bmp.data(), bmp.size(), "huge.bmp"); });
+  EXPECT_NE(msg.find("huge.bmp"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("100000x100000"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("refusing"), std::string::npos) << msg;
+
+  bmp = bmp_header(20000, 1);   // one side too long
+  msg = error_of([&] { decode_image(bmp.data(), bmp.size(), "wide.bmp"); });
+  EXPECT_NE(msg.find("20000x1"), std::string::npos) << msg;
+  bmp = bmp_header(10000, 10000);   // sides fine, 100 M pixels too many
+  msg = error_of([&] { decode_image(bmp.data(), bmp.size(), "big.bmp"); });
+  EXPECT_NE(msg.find("10000x10000"), std::string::npos) << msg;
+
+  // A PNG whose IHDR claims 100000×100000 RGB, through a file in a folder.
+  std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  put32be(png, 13);
+  for (char ch : {'I', 'H', 'D', 'R'}) png.push_back(uint8_t(ch));
+  put32be(png, 100000);
+  put32be(png, 100000);
+  for (uint8_t v : {8, 2, 0, 0, 0}) png.push_back(v);   // depth 8, RGB, no interlace
+  put32be(png, 0);                                       // CRC (not checked by stb)
+  TempDir dir;
+  write_bytes(dir / "cls/huge.png", png);
+  ImageFolder ds(dir.path);
+  msg = error_of([&] { ds.get(0); });
+  EXPECT_NE(msg.find("huge.png"), std::string::npos) << msg;
+}
+
+TEST(ImageFolder, EmptyOrMissingRootIsAnError) {
+  TempDir dir;
+  std::string msg = error_of([&] { ImageFolder ds(dir.path); });
+  EXPECT_NE(msg.find("no class folders"), std::string::npos) << msg;
+  msg = error_of([&] { ImageFolder ds(dir / "absent"); });
+  EXPECT_NE(msg.find("absent"), std::string::npos) << msg;
+  fs::create_directories(dir / "empty_class");
+  msg = error_of([&] { ImageFolder ds(dir.path); });
+  EXPECT_NE(msg.find("empty_class"), std::string::npos) << msg;
+}
+
+TEST(ImageFolder, RealCifarImages) {
+  std::string dir = real_data_dir("cifar10-images");
+  if (dir.empty()) GTEST_SKIP() << "set MOX_DATA to a folder holding cifar10-images/ to run this";
+  auto ds = std::make_shared<ImageFolder>(dir);
+  ASSERT_EQ(ds->size(), 500);
+  ASSERT_EQ(ds->class_names().size(), 10u);
+  EXPECT_EQ(ds->class_names()[0], "airplane");
+  LoaderOptions opt;
+  opt.batch_size = 50;
+  DataLoader loader(ds, opt);
+  loader.start_epoch(0);
+  Batch b;
+  int64_t seen = 0;
+  while (loader.next(b)) {
+    ASSERT_EQ(b.images.shape(), Shape({50, 3, 32, 32}));
+    seen += b.labels.size(0);
+  }
+  EXPECT_EQ(seen, 500);
+}
+
+// ---------------------------------------------------------------- transforms
+
+// A u8 (C, H, W) tensor with the given values.
+Tensor u8_image(int64_t c, int64_t h, int64_t w, const std::vector<uint8_t>& values) {
+  Tensor t = empty({c, h, w}, DType::u8);
+  std::memcpy(t.data<uint8_t>(), values.data(), values.size());
+  return t;
+}
+
+// Identity normalisation scaled back to 0..255 so outputs compare as pixel values.
+Normalize pixel_scale() { return {{0.0}, {1.0 / 255.0}}; }
+
+std::vector<float> floats(const Tensor& t) {
+  const float* p = t.data<float>();
+  return std::vector<float>(p, p + t.numel());
+}
+
+TEST(Transform, NormalizeHandChecked) {
+  Tensor img = u8_image(3, 1, 2, {0, 255, 51, 102, 128, 64});
+  NormalizeTable table({{0.5, 0.25, 0.0}, {0.5, 0.25, 2.0}});
+  std::vector<float> out = floats(transform(img, {}, table));
+  std::vector<float> want = {-1.0f, 1.0f, (0.2f - 0.25f) / 0.25f, (0.4f - 0.25f) / 0.25f,
+                             128 / 255.0f / 2.0f, 64 / 255.0f / 2.0f};
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(out[i], want[i], 1e-6) << i;
+  // No mean/std: plain x / 255; one entry: every channel.
+  EXPECT_FLOAT_EQ(floats(transform(img, {}, NormalizeTable({})))[4], 128 / 255.0f);
+  EXPECT_FLOAT_EQ(floats(transform(img, {}, NormalizeTable({{0.5}, {0.5}})))[1], 1.0f);
+}
+
+TEST(Transform, NormalizeTableRejectsBadSettings) {
+  EXPECT_THROW(NormalizeTable({{0.5, 0.5}, {0.5}}), mox::Error);
+  EXPECT_THROW(NormalizeTable({{0.5}, {0.0}}), mox::Error);
+  NormalizeTable three({{0, 0, 0}, {1, 1, 1}});
+  std::string msg = error_of([&] { transform(u8_image(1, 1, 1, {7}), {}, three); });
+  EXPECT_NE(msg.find("1 channels"), std::string::npos) << msg;
+}
+
+TEST(Transform, FlipMirrorsColumns) {
+  Tensor img = u8_image(1, 2, 3, {1, 2, 3, 4, 5, 6});
+  AugmentDraw flip;
+  flip.flip = true;
+  EXPECT_EQ(floats(transform(img, flip, NormalizeTable(pixel_scale()))),
+            (std::vector<float>{3, 2, 1, 6, 5, 4}));
+}
+
+TEST(Transform, CropShiftsWithZeroPadding) {
+  Tensor img = u8_image(2, 3, 3, {1, 2, 3, 4, 5, 6, 7, 8, 9,   //
+                                  11, 12, 13, 14, 15, 16, 17, 18, 19});
+  NormalizeTable px(pixel_scale());
+  AugmentDraw d;
+  d.dy = 1;    // window starts one row down: the last row is padding
+  d.dx = -1;   // and one column left: the first column is padding
+  EXPECT_EQ(floats(transform(img, d, px)),
+            (std::vector<float>{0, 4, 5, 0, 7, 8, 0, 0, 0,   //
+                                0, 14, 15, 0, 17, 18, 0, 0, 0}));
+  d.flip = true;   // crop first, then mirror the cropped window
+  EXPECT_EQ(floats(transform(img, d, px)),
+            (std::vector<float>{5, 4, 0, 8, 7, 0, 0, 0, 0,   //
+                                15, 14, 0, 18, 17, 0, 0, 0, 0}));
+  d = {};
+  d.dx = 5;   // a shift past the edge leaves only padding
+  EXPECT_EQ(floats(transform(img, d, px)), std::vector<float>(18, 0.0f));
+  // Padding is normalised black, like torchvision's pad-then-normalise.
+  EXPECT_FLOAT_EQ(floats(transform(img, d, NormalizeTable({{0.5}, {0.25}})))[0], -2.0f);
+}
+
+TEST(Transform, DrawAugmentIsSeededAndCoversRange) {
+  Augment aug;
+  aug.crop_padding = 2;
+  aug.hflip = true;
+  Generator g1(42), g2(42);
+  std::set<int64_t> dys;
+  int flips = 0;
+  for (int i = 0; i < 2000; ++i) {
+    AugmentDraw a = draw_augment(aug, g1), b = draw_augment(aug, g2);
+    ASSERT_EQ(a.dy, b.dy);
+    ASSERT_EQ(a.dx, b.dx);
+    ASSERT_EQ(a.flip, b.flip);
+    ASSERT_GE(a.dy, -2);
+    ASSERT_LE(a.dy, 2);
+    ASSERT_GE(a.dx, -2);
+    ASSERT_LE(a.dx, 2);
+    dys.insert(a.dy);
+    flips += a.flip;
+  }
+  EXPECT_EQ(dys.size(), 5u);
+  EXPECT_GT(flips, 850);
+  EXPECT_LT(flips, 1150);
+  Generator g3(0);
+  AugmentDraw none = draw_augment(Augment{}, g3);
+  EXPECT_EQ(none.dy, 0);
+  EXPECT_FALSE(none.flip);
+  EXPECT_EQ(g3.offset(), 0u);   // no augmentation draws nothing
+}
+
+// ---------------------------------------------------------------- DataLoader
+
+// n examples of shape (C, H, W); example i has label i and every pixel (i * 37 + k) % 256
+// where k is the pixel's flat index, so batches can be checked exactly.
+class PatternDataset : public Dataset {
+ public:
+  PatternDataset(int64_t n, int64_t c = 3, int64_t h = 4, int64_t w = 4, int64_t fail_at = -1,
+                 int64_t odd_size_at = -1)
+      : n_(n), c_(c), h_(h), w_(w), fail_at_(fail_at), odd_size_at_(odd_size_at) {}
+  int64_t size() const override { return n_; }
+  Example get(int64_t i) const override {
+    ++gets;
+    if (i == fail_at_) MOX_FAIL("PatternDataset: example ", i, " is corrupt");
+    int64_t w = i == odd_size_at_ ? w_ + 1 : w_;
+    Tensor img = empty({c_, h_, w}, DType::u8);
+    uint8_t* p = img.data<uint8_t>();
+    for (int64_t k = 0; k < img.numel(); ++k) p[k] = uint8_t((i * 37 + k) % 256);
+    return {img, i};
+  }
+  std::vector<std::string> class_names() const override { return {"pattern"}; }
+  mutable std::atomic<int64_t> gets{0};
+
+ private:
+  int64_t n_, c_, h_, w_, fail_at_, odd_size_at_;
+};
+
+std::vector<int64_t> labels_of(const Batch& b) {
+  const int64_t* p = b.labels.data<int64_t>();
+  return std::vector<int64_t>(p, p + b.labels.numel());
+}
+
+// All batches of one epoch.
+std::vector<Batch> run_epoch(DataLoader& loader, int64_t epoch) {
+  loader.start_epoch(epoch);
+  std::vector<Batch> out;
+  Batch b;
+  while (loader.next(b)) out.push_back(b);
+  return out;
+}
+
+std::vector<int64_t> epoch_labels(DataLoader& loader, int64_t epoch) {
+  std::vector<int64_t> all;
+  for (const Batch& b : run_epoch(loader, epoch)) {
+    std::vector<int64_t> l = labels_of(b);
+    all.insert(all.end(), l.begin(), l.end());
+  }
+  return all;
+}
+
+void expect_bitwise_equal(const std::vector<Batch>& a, const std::vector<Batch>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].images.shape(), b[i].images.shape()) << "batch " << i;
+    EXPECT_EQ(labels_of(a[i]), labels_of(b[i])) << "batch " << i;
+    EXPECT_EQ(std::memcmp(a[i].images.data<float>(), b[i].images.data<float>(), a[i].images.nbytes()), 0)
+        << "batch " << i;
+  }
+}
+
+TEST(DataLoader, ShuffleSeesEverySampleOncePerEpoch) {
+  auto ds = std::make_shared<PatternDataset>(103);
+  LoaderOptions opt;
+  opt.batch_size = 10;
+  opt.shuffle = true;
+  opt.seed = 7;
+  DataLoader loader(ds, opt);
+  std::vector<Batch> batches = run_epoch(loader, 0);
+  ASSERT_EQ(batches.size(), 11u);
+  EXPECT_EQ(batches[0].images.shape(), Shape({10, 3, 4, 4}));
+  EXPECT_EQ(batches[0].images.dtype(), DType::f32);
+  EXPECT_EQ(batches[0].labels.dtype(), DType::i64);
+  EXPECT_EQ(batches[10].images.shape(), Shape({3, 3, 4, 4}));
+  std::vector<int64_t> seen = epoch_labels(loader, 0);
+  std::vector<int64_t> sorted = seen;
+  std::sort(sorted.begin(), sorted.end());
+  for (int64_t i = 0; i < 103; ++i) ASSERT_EQ(sorted[size_t(i)], i);
+  std::vector<int64_t> identity(sorted);
+  EXPECT_NE(seen, identity) << "shuffle left the order unchanged";
+  // Pixels follow their label: the image is the dataset's example, x / 255.
+  const float* px = batches[2].images.data<float>();
+  int64_t label = labels_of(batches[2])[1];
+  EXPECT_FLOAT_EQ(px[48 + 5], float(((label * 37 + 5) % 256) / 255.0));
+}
+
+TEST(DataLoader, SameSeedSameOrderOtherEpochOrSeedDiffers) {
+  auto ds = std::make_shared<PatternDataset>(64);
+  LoaderOptions opt;
+  opt.batch_size = 8;
+  opt.shuffle = true;
+  opt.seed = 1234;
+  DataLoader a(ds, opt), b(ds, opt);
+  EXPECT_EQ(epoch_labels(a, 3), epoch_labels(b, 3));
+  EXPECT_NE(epoch_labels(a, 3), epoch_labels(a, 4));
+  opt.seed = 1235;
+  DataLoader c(ds, opt);
+  EXPECT_NE(epoch_labels(a, 3), epoch_labels(c, 3));
+  opt.shuffle = false;
+  DataLoader d(ds, opt);
+  std::vector<int64_t> in_order = epoch_labels(d, 5);
+  for (int64_t i = 0; i < 64; ++i) EXPECT_EQ(in_order[size_t(i)], i);
+}
+
+TEST(DataLoader, DropLastBatchCounts) {
+  auto ds = std::make_shared<PatternDataset>(103);
+  LoaderOptions opt;
+  opt.batch_size = 10;
+  DataLoader keep(ds, opt);
+  EXPECT_EQ(keep.batches_per_epoch(), 11);
+  EXPECT_EQ(run_epoch(keep, 0).size(), 11u);
+  opt.drop_last = true;
+  DataLoader drop(ds, opt);
+  EXPECT_EQ(drop.batches_per_epoch(), 10);
+  std::vector<Batch> batches = run_epoch(drop, 0);
+  ASSERT_EQ(batches.size(), 10u);
+  for (const Batch& b : batches) EXPECT_EQ(b.labels.numel(), 10);
+  opt.batch_size = 200;   // drop_last with fewer samples than a batch: an empty epoch
+  EXPECT_THROW(DataLoader(ds, opt), mox::Error);
+}
+
+TEST(DataLoader, ShardingCoversDatasetWithEqualBatchCounts) {
+  auto ds = std::make_shared<PatternDataset>(103);
+  LoaderOptions opt;
+  opt.batch_size = 8;
+  opt.shuffle = true;
+  opt.seed = 99;
+  opt.world_size = 2;
+  std::multiset<int64_t> all;
+  std::vector<int64_t> batch_counts;
+  for (int64_t rank = 0; rank < 2; ++rank) {
+    opt.rank = rank;
+    DataLoader loader(ds, opt);
+    EXPECT_EQ(loader.samples_per_epoch(), 52);
+    std::vector<Batch> batches = run_epoch(loader, 2);
+    batch_counts.push_back(int64_t(batches.size()));
+    EXPECT_EQ(int64_t(batches.size()), loader.batches_per_epoch());
+    for (const Batch& b : batches)
+      for (int64_t l : labels_of(b)) all.insert(l);
+  }
+  EXPECT_EQ(batch_counts[0], batch_counts[1]);
+  EXPECT_EQ(all.size(), 104u);   // 103 padded to a multiple of 2
+  for (int64_t i = 0; i < 103; ++i) EXPECT_GE(all.count(i), 1u) << i;
+  opt.rank = 2;
+  EXPECT_THROW(DataLoader(ds, opt), mox::Error);
+}
+
+TEST(DataLoader, PrefetchGivesBitwiseIdenticalBatches) {
+  auto ds = std::make_shared<PatternDataset>(77, 3, 6, 5);
+  LoaderOptions opt;
+  opt.batch_size = 9;
+  opt.shuffle = true;
+  opt.seed = 5;
+  opt.normalize = {{0.49, 0.48, 0.45}, {0.25, 0.24, 0.26}};
+  opt.augment.crop_padding = 2;
+  opt.augment.hflip = true;
+  opt.prefetch = 0;
+  DataLoader sync(ds, opt);
+  opt.prefetch = 3;
+  DataLoader async(ds, opt);
+  for (int64_t epoch : {0, 1}) expect_bitwise_equal(run_epoch(sync, epoch), run_epoch(async, epoch));
+  // Augmentation actually changes something, and differs between epochs.
+  LoaderOptions plain = opt;
+  plain.augment = {};
+  plain.prefetch = 0;
+  DataLoader no_aug(ds, plain);
+  std::vector<Batch> a = run_epoch(async, 0), n = run_epoch(no_aug, 0);
+  EXPECT_NE(std::memcmp(a[0].images.data<float>(), n[0].images.data<float>(), a[0].images.nbytes()), 0);
+}
+
+TEST(DataLoader, RestoreContinuesMidEpochExactly) {
+  auto ds = std::make_shared<PatternDataset>(50);
+  LoaderOptions opt;
+  opt.batch_size = 4;
+  opt.shuffle = true;
+  opt.seed = 11;
+  opt.augment.crop_padding = 1;
+  opt.augment.hflip = true;
+  DataLoader full(ds, opt);
+  std::vector<Batch> whole = run_epoch(full, 6);
+
+  DataLoader first(ds, opt);
+  first.start_epoch(6);
+  Batch b;
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(first.next(b));
+  LoaderState st = first.state();
+  EXPECT_EQ(st.epoch, 6);
+  EXPECT_EQ(st.batch, 5);
+
+  DataLoader resumed(ds, opt);
+  resumed.restore(st.epoch, st.batch);
+  std::vector<Batch> rest;
+  while (resumed.next(b)) rest.push_back(b);
+  expect_bitwise_equal(std::vector<Batch>(whole.begin() + 5, whole.end()), rest);
+  EXPECT_EQ(resumed.state().batch, resumed.batches_per_epoch());
+  EXPECT_THROW(resumed.restore(6, resumed.batches_per_epoch() + 1), mox::Error);
+}
+
+TEST(DataLoader, WorkerExceptionReachesCaller) {
+  for (int64_t prefetch : {0, 2}) {
+    auto ds = std::make_shared<PatternDataset>(40, 3, 4, 4, /*fail_at=*/25);
+    LoaderOptions opt;
+    opt.batch_size = 10;
+    opt.prefetch = prefetch;
+    DataLoader loader(ds, opt);
+    loader.start_epoch(0);
+    Batch b;
+    ASSERT_TRUE(loader.next(b));
+    ASSERT_TRUE(loader.next(b));
+    std::string msg = error_of([&] { loader.next(b); });
+    EXPECT_NE(msg.find("example 25 is corrupt"), std::string::npos) << "prefetch " << prefetch << ": " << msg;
+    EXPECT_EQ(loader.state().batch, 2);
+    msg = error_of([&] { loader.next(b); });   // retrying the batch fails the same way
+    EXPECT_NE(msg.find("example 25"), std::string::npos) << msg;
+    loader.restore(0, 3);   // skipping it works
+    ASSERT_TRUE(loader.next(b));
+    EXPECT_EQ(labels_of(b)[0], 30);
+    EXPECT_FALSE(loader.next(b));
+  }
+}
+
+TEST(DataLoader, MixedImageSizesNameTheExample) {
+  auto ds = std::make_shared<PatternDataset>(12, 3, 4, 4, -1, /*odd_size_at=*/6);
+  LoaderOptions opt;
+  opt.batch_size = 4;
+  DataLoader loader(ds, opt);
+  loader.start_epoch(0);
+  Batch b;
+  ASSERT_TRUE(loader.next(b));
+  std::string msg = error_of([&] { loader.next(b); });
+  EXPECT_NE(msg.find("example 6"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[3, 4, 5]"), std::string::npos) << msg;
+}
+
+TEST(DataLoader, AbandoningAnEpochStopsTheWorker) {
+  auto ds = std::make_shared<PatternDataset>(200);
+  LoaderOptions opt;
+  opt.batch_size = 2;
+  opt.prefetch = 4;
+  opt.shuffle = true;
+  {
+    DataLoader loader(ds, opt);
+    loader.start_epoch(0);
+    Batch b;
+    ASSERT_TRUE(loader.next(b));
+    std::vector<int64_t> second_epoch = epoch_labels(loader, 1);   // restarts midway
+    EXPECT_EQ(second_epoch.size(), 200u);
+    loader.start_epoch(2);
+    ASSERT_TRUE(loader.next(b));
+  }   // destroyed with a full queue and a blocked worker: must join, not hang
+  // The queue is bounded: a loader that is never read builds at most `prefetch` batches
+  // (plus one in flight).
+  auto counted = std::make_shared<PatternDataset>(200);
+  DataLoader idle(counted, opt);
+  idle.start_epoch(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_LE(counted->gets.load(), (opt.prefetch + 1) * opt.batch_size);
+}
+
+TEST(DataLoader, MisuseIsReported) {
+  auto ds = std::make_shared<PatternDataset>(10);
+  LoaderOptions opt;
+  opt.batch_size = 4;
+  DataLoader loader(ds, opt);
+  Batch b;
+  EXPECT_THROW(loader.next(b), mox::Error);   // before start_epoch
+  EXPECT_THROW(loader.start_epoch(-1), mox::Error);
+  opt.batch_size = 0;
+  EXPECT_THROW(DataLoader(ds, opt), mox::Error);
+  opt.batch_size = 4;
+  EXPECT_THROW(DataLoader(nullptr, opt), mox::Error);
+  EXPECT_THROW(DataLoader(std::make_shared<PatternDataset>(0), opt), mox::Error);
+  opt.normalize = {{0.5, 0.5}, {0.2, 0.2}};   // 2 entries for 3-channel images
+  DataLoader wrong(ds, opt);
+  wrong.start_epoch(0);
+  std::string msg = error_of([&] { wrong.next(b); });
+  EXPECT_NE(msg.find("3 channels"), std::string::npos) << msg;
+}
+
+}  // namespace
