@@ -6,6 +6,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <limits>
 #include <vector>
 
@@ -31,6 +32,14 @@ ConvGeometry geometry(const Tensor& x, const Tensor& w, const Conv2dParams& p) {
   return g;
 }
 
+// The output columns [lo, hi) whose input column ow·sw − pw + kw lies inside [0, W).
+inline void valid_columns(const ConvGeometry& g, int64_t kw, int64_t& lo, int64_t& hi) {
+  const int64_t shift = kw - g.pw;   // input column of output column 0
+  lo = shift >= 0 ? 0 : (-shift + g.sw - 1) / g.sw;
+  hi = g.W - shift <= 0 ? 0 : std::min<int64_t>(g.OW, (g.W - shift + g.sw - 1) / g.sw);
+  if (hi < lo) hi = lo;
+}
+
 // col (C·KH·KW, OH·OW) ← one image (C, H, W); zero where the window is in the padding.
 template <typename T>
 void im2col(const ConvGeometry& g, const T* x, T* col) {
@@ -38,15 +47,18 @@ void im2col(const ConvGeometry& g, const T* x, T* col) {
     for (int64_t kh = 0; kh < g.KH; ++kh)
       for (int64_t kw = 0; kw < g.KW; ++kw) {
         T* row = col + ((c * g.KH + kh) * g.KW + kw) * g.plane();
+        int64_t lo, hi;
+        valid_columns(g, kw, lo, hi);
+        const int64_t shift = kw - g.pw;
         for (int64_t oh = 0; oh < g.OH; ++oh) {
           const int64_t ih = oh * g.sh - g.ph + kh;
           T* dst = row + oh * g.OW;
           if (ih < 0 || ih >= g.H) { std::fill(dst, dst + g.OW, T(0)); continue; }
-          const T* src = x + (c * g.H + ih) * g.W;
-          for (int64_t ow = 0; ow < g.OW; ++ow) {
-            const int64_t iw = ow * g.sw - g.pw + kw;
-            dst[ow] = (iw >= 0 && iw < g.W) ? src[iw] : T(0);
-          }
+          const T* src = x + (c * g.H + ih) * g.W + shift;
+          std::fill(dst, dst + lo, T(0));
+          if (g.sw == 1) std::copy(src + lo, src + hi, dst + lo);
+          else for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * g.sw];
+          std::fill(dst + hi, dst + g.OW, T(0));
         }
       }
 }
@@ -58,15 +70,16 @@ void col2im_add(const ConvGeometry& g, const T* col, T* x) {
     for (int64_t kh = 0; kh < g.KH; ++kh)
       for (int64_t kw = 0; kw < g.KW; ++kw) {
         const T* row = col + ((c * g.KH + kh) * g.KW + kw) * g.plane();
+        int64_t lo, hi;
+        valid_columns(g, kw, lo, hi);
+        const int64_t shift = kw - g.pw;
         for (int64_t oh = 0; oh < g.OH; ++oh) {
           const int64_t ih = oh * g.sh - g.ph + kh;
           if (ih < 0 || ih >= g.H) continue;
-          T* dst = x + (c * g.H + ih) * g.W;
+          T* dst = x + (c * g.H + ih) * g.W + shift;
           const T* src = row + oh * g.OW;
-          for (int64_t ow = 0; ow < g.OW; ++ow) {
-            const int64_t iw = ow * g.sw - g.pw + kw;
-            if (iw >= 0 && iw < g.W) dst[iw] += src[ow];
-          }
+          if (g.sw == 1) for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += src[ow];
+          else for (int64_t ow = lo; ow < hi; ++ow) dst[ow * g.sw] += src[ow];
         }
       }
 }
@@ -198,24 +211,23 @@ void CpuBackend::max_pool2d(const Tensor& x, const Pool2dParams& p, const Tensor
 #pragma omp parallel for if (planes * H * W >= cpu::kParallelGrain) schedule(static)
     for (int64_t pl = 0; pl < planes; ++pl) {
       const T* xp = xs + pl * H * W;
-      for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        const int64_t h0 = std::max<int64_t>(oh * p.stride_h - p.pad_h, 0);
+        const int64_t h1 = std::min<int64_t>(oh * p.stride_h - p.pad_h + p.kernel_h, H);
         for (int64_t ow = 0; ow < OW; ++ow) {
-          A best = -std::numeric_limits<A>::infinity();
-          int64_t best_i = -1;
-          for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
-            const int64_t ih = oh * p.stride_h - p.pad_h + kh;
-            if (ih < 0 || ih >= H) continue;
-            for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-              const int64_t iw = ow * p.stride_w - p.pad_w + kw;
-              if (iw < 0 || iw >= W) continue;
+          const int64_t w0 = std::max<int64_t>(ow * p.stride_w - p.pad_w, 0);
+          const int64_t w1 = std::min<int64_t>(ow * p.stride_w - p.pad_w + p.kernel_w, W);
+          A best = A(xp[h0 * W + w0]);
+          int64_t best_i = h0 * W + w0;
+          for (int64_t ih = h0; ih < h1 && best == best; ++ih)   // stops at a NaN (NaN wins)
+            for (int64_t iw = ih == h0 ? w0 + 1 : w0; iw < w1; ++iw) {
               const A v = A(xp[ih * W + iw]);
-              if (best_i < 0 || v > best || v != v) { best = v; best_i = ih * W + iw; if (v != v) goto done; }
+              if (v > best || v != v) { best = v; best_i = ih * W + iw; if (v != v) break; }
             }
-          }
-        done:
           os[(pl * OH + oh) * OW + ow] = T(best);
           is[(pl * OH + oh) * OW + ow] = best_i;
         }
+      }
     }
   });
 }

@@ -2,6 +2,7 @@
 //
 // Every kernel is a StridedLoop over its operands; 16-bit floats compute in float.
 #include <cmath>
+#include <type_traits>
 
 #include "tensor/cpu/cpu_backend.h"
 #include "tensor/cpu/loops.h"
@@ -101,6 +102,28 @@ template <typename A> inline bool compare(BinaryOp op, A a, A b) {
     default: return false;
   }
 }
+
+// Turn a run-time op into a compile-time constant so each op's loop is compiled (and
+// vectorised) on its own, with no switch inside the loop.
+template <typename F> void with_op(UnaryOp op, F&& f) {
+  using U = UnaryOp;
+  switch (op) {
+#define MOX_CASE(name) case U::name: return f(std::integral_constant<U, U::name>{});
+    MOX_CASE(neg) MOX_CASE(abs) MOX_CASE(exp) MOX_CASE(log) MOX_CASE(sqrt) MOX_CASE(rsqrt)
+    MOX_CASE(sin) MOX_CASE(cos) MOX_CASE(tanh) MOX_CASE(sigmoid) MOX_CASE(relu) MOX_CASE(gelu)
+    MOX_CASE(gelu_tanh) MOX_CASE(silu) MOX_CASE(square) MOX_CASE(reciprocal)
+#undef MOX_CASE
+  }
+}
+template <typename F> void with_op(BinaryOp op, F&& f) {
+  using B = BinaryOp;
+  switch (op) {
+#define MOX_CASE(name) case B::name: return f(std::integral_constant<B, B::name>{});
+    MOX_CASE(add) MOX_CASE(sub) MOX_CASE(mul) MOX_CASE(div) MOX_CASE(maximum) MOX_CASE(minimum)
+    MOX_CASE(pow) MOX_CASE(eq) MOX_CASE(ne) MOX_CASE(lt) MOX_CASE(le) MOX_CASE(gt) MOX_CASE(ge)
+#undef MOX_CASE
+  }
+}
 }  // namespace
 
 void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
@@ -144,10 +167,16 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& out) {
     } else {
       T* o = ptr<T>(out);
       const T* xs = ptr<T>(x);
-      loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
-        T* op_ = o + off[0];
-        const T* xp = xs + off[1];
-        for (int64_t i = 0; i < n; ++i) op_[i * st[0]] = T(unary_value<T>(op, acc_t<T>(xp[i * st[1]])));
+      with_op(op, [&](auto OP) {
+        loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+          T* op_ = o + off[0];
+          const T* xp = xs + off[1];
+          if (st[0] == 1 && st[1] == 1) {
+            for (int64_t i = 0; i < n; ++i) op_[i] = T(unary_value<T>(OP.value, acc_t<T>(xp[i])));
+            return;
+          }
+          for (int64_t i = 0; i < n; ++i) op_[i * st[0]] = T(unary_value<T>(OP.value, acc_t<T>(xp[i * st[1]])));
+        });
       });
     }
   });
@@ -161,11 +190,17 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, co
     using A = acc_t<T>;
     T* g = ptr<T>(gx);
     const T *xs = ptr<T>(x), *ys = ptr<T>(y), *gys = ptr<T>(gy);
-    loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
-      for (int64_t i = 0; i < n; ++i) {
-        A xv = A(xs[off[1] + i * st[1]]), yv = A(ys[off[2] + i * st[2]]);
-        g[off[0] + i * st[0]] = T(A(gys[off[3] + i * st[3]]) * unary_derivative<A>(op, xv, yv));
-      }
+    with_op(op, [&](auto OP) {
+      loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+        T* gp = g + off[0];
+        const T *xp = xs + off[1], *yp = ys + off[2], *gyp = gys + off[3];
+        if (st[0] == 1 && st[1] == 1 && st[2] == 1 && st[3] == 1) {
+          for (int64_t i = 0; i < n; ++i) gp[i] = T(A(gyp[i]) * unary_derivative<A>(OP.value, A(xp[i]), A(yp[i])));
+          return;
+        }
+        for (int64_t i = 0; i < n; ++i)
+          gp[i * st[0]] = T(A(gyp[i * st[3]]) * unary_derivative<A>(OP.value, A(xp[i * st[1]]), A(yp[i * st[2]])));
+      });
     });
   });
 }
@@ -186,15 +221,20 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Ten
     }
     if constexpr (!std::is_same_v<T, bool>) {
       T* o = ptr<T>(out);
-      loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
-        T* op_ = o + off[0];
-        const T *ap = as + off[1], *bp = bs + off[2];
-        if (st[0] == 1 && st[1] == 1 && st[2] == 1 && op == BinaryOp::add) {   // the hot case
-          for (int64_t i = 0; i < n; ++i) op_[i] = T(A(ap[i]) + A(bp[i]));
-          return;
-        }
-        for (int64_t i = 0; i < n; ++i)
-          op_[i * st[0]] = T(binary_value<A>(op, A(ap[i * st[1]]), A(bp[i * st[2]])));
+      with_op(op, [&](auto OP) {
+        loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+          T* op_ = o + off[0];
+          const T *ap = as + off[1], *bp = bs + off[2];
+          if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
+            for (int64_t i = 0; i < n; ++i) op_[i] = T(binary_value<A>(OP.value, A(ap[i]), A(bp[i])));
+          } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {   // tensor op broadcast scalar row
+            const A bv = A(bp[0]);
+            for (int64_t i = 0; i < n; ++i) op_[i] = T(binary_value<A>(OP.value, A(ap[i]), bv));
+          } else {
+            for (int64_t i = 0; i < n; ++i)
+              op_[i * st[0]] = T(binary_value<A>(OP.value, A(ap[i * st[1]]), A(bp[i * st[2]])));
+          }
+        });
       });
     }
   });
@@ -219,11 +259,18 @@ void CpuBackend::binary_scalar(BinaryOp op, const Tensor& a, double s, bool reve
     }
     if constexpr (!std::is_same_v<T, bool>) {
       T* o = ptr<T>(out);
-      loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
-        for (int64_t i = 0; i < n; ++i) {
-          A v = A(as[off[1] + i * st[1]]);
-          o[off[0] + i * st[0]] = T(reversed ? binary_value<A>(op, sv, v) : binary_value<A>(op, v, sv));
-        }
+      with_op(op, [&](auto OP) {
+        loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+          T* op_ = o + off[0];
+          const T* ap = as + off[1];
+          if (reversed) {
+            for (int64_t i = 0; i < n; ++i) op_[i * st[0]] = T(binary_value<A>(OP.value, sv, A(ap[i * st[1]])));
+          } else if (st[0] == 1 && st[1] == 1) {
+            for (int64_t i = 0; i < n; ++i) op_[i] = T(binary_value<A>(OP.value, A(ap[i]), sv));
+          } else {
+            for (int64_t i = 0; i < n; ++i) op_[i * st[0]] = T(binary_value<A>(OP.value, A(ap[i * st[1]]), sv));
+          }
+        });
       });
     }
   });
