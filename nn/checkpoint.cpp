@@ -1,0 +1,64 @@
+// checkpoint.cpp — see checkpoint.h.
+#include "nn/checkpoint.h"
+
+#include "nn/safetensors.h"
+
+namespace mox::nn {
+
+namespace {
+const std::string kModel = "model.";
+const std::string kOptim = "optimizer.";
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+}  // namespace
+
+void save_checkpoint(const std::string& path, const Module& model, const optim::Optimizer* optimizer,
+                     const Metadata& metadata) {
+  NamedTensors tensors;
+  for (auto& [name, t] : model.state_dict()) tensors.emplace_back(kModel + name, t);
+  Metadata meta;
+  for (auto& [k, v] : metadata) {
+    MOX_CHECK(!starts_with(k, kOptim), "save_checkpoint: metadata key '", k, "' uses the reserved prefix '",
+              kOptim, "'");
+    meta[k] = v;
+  }
+  if (optimizer) {
+    optim::OptimizerState st = optimizer->state_dict();
+    for (auto& [name, t] : st.tensors) tensors.emplace_back(kOptim + name, t);
+    for (auto& [k, v] : st.meta) meta[kOptim + k] = v;
+  }
+  save_safetensors(path, tensors, meta);
+}
+
+Metadata load_checkpoint(const std::string& path, Module& model, optim::Optimizer* optimizer) {
+  SafetensorsFile file = load_safetensors(path);
+  NamedTensors model_state;
+  optim::OptimizerState optim_state;
+  for (auto& [name, t] : file.tensors) {
+    if (starts_with(name, kModel)) model_state.emplace_back(name.substr(kModel.size()), t);
+    else if (starts_with(name, kOptim)) optim_state.tensors.emplace_back(name.substr(kOptim.size()), t);
+    else MOX_FAIL("checkpoint '", path, "': tensor '", name, "' is neither 'model.*' nor 'optimizer.*'");
+  }
+  Metadata user;
+  for (auto& [k, v] : file.metadata) {
+    if (starts_with(k, kOptim)) optim_state.meta[k.substr(kOptim.size())] = v;
+    else user[k] = v;
+  }
+  try {
+    model.load_state_dict(model_state);
+    if (optimizer) {
+      MOX_CHECK(!optim_state.meta.empty(), "it holds no optimizer state (saved model-only?)");
+      optimizer->load_state_dict(optim_state);
+    }
+  } catch (const Error& e) {
+    MOX_FAIL("checkpoint '", path, "': ", e.what());
+  }
+  return user;
+}
+
+std::string require_meta(const Metadata& meta, const std::string& key, const std::string& path) {
+  auto it = meta.find(key);
+  MOX_CHECK(it != meta.end(), "checkpoint '", path, "': metadata key '", key, "' is missing");
+  return it->second;
+}
+
+}  // namespace mox::nn

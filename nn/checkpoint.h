@@ -1,0 +1,29 @@
+// checkpoint.h — a training checkpoint: model + optimizer state + metadata in one
+// safetensors file, written atomically.
+//
+// Keys: "model.<param or buffer name>", "optimizer.<group>.<param>.<buffer>". Metadata:
+// the optimizer's own entries under "optimizer.", the caller's entries (epoch, step, RNG
+// state, config...) as given. The file opens in Python with safetensors.
+#pragma once
+#include <map>
+#include <string>
+
+#include "nn/module.h"
+#include "nn/optim/optimizer.h"
+
+namespace mox::nn {
+
+using Metadata = std::map<std::string, std::string>;
+
+// optimizer may be null (a model-only checkpoint).
+void save_checkpoint(const std::string& path, const Module& model, const optim::Optimizer* optimizer,
+                     const Metadata& metadata);
+
+// Loads into `model` (strict) and, when given, `optimizer` (strict; the file must then
+// hold optimizer state). Returns the caller's metadata. Errors name the file and the key.
+Metadata load_checkpoint(const std::string& path, Module& model, optim::Optimizer* optimizer);
+
+// The value of a metadata key, or an error naming the file and the key.
+std::string require_meta(const Metadata& meta, const std::string& key, const std::string& path);
+
+}  // namespace mox::nn
