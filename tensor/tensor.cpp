@@ -38,8 +38,15 @@ Storage::Storage(size_t n, Device d) : nbytes(n), device(d) {
 }
 Storage::~Storage() { backend(device).deallocate(data, nbytes); }
 
-int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim(d, dim())]; }
-int64_t Tensor::stride(int64_t d) const { return strides()[wrap_dim(d, dim())]; }
+// wrap_dim lets a 0-d tensor name dim 0 (for reductions), but it has no extent to report.
+int64_t Tensor::size(int64_t d) const {
+  MOX_CHECK(dim() > 0, "size(", d, ") of a 0-d tensor: it has no dimensions");
+  return shape()[wrap_dim(d, dim())];
+}
+int64_t Tensor::stride(int64_t d) const {
+  MOX_CHECK(dim() > 0, "stride(", d, ") of a 0-d tensor: it has no dimensions");
+  return strides()[wrap_dim(d, dim())];
+}
 
 bool Tensor::is_contiguous() const {
   int64_t expected = 1;
