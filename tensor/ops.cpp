@@ -110,8 +110,17 @@ Shape infer_shape(const Shape& shape, int64_t numel) {
   return out;
 }
 
+// infer_shape, with the source shape named in the error.
+static Shape target_shape(const char* op, const Tensor& t, const Shape& shape) {
+  try {
+    return infer_shape(shape, t.numel());
+  } catch (const Error& e) {
+    MOX_FAIL(op, ": cannot turn a tensor of shape ", t.shape(), " into ", shape, ": ", e.what());
+  }
+}
+
 Tensor view(const Tensor& t, const Shape& shape) {
-  Shape target = infer_shape(shape, t.numel());
+  Shape target = target_shape("view", t, shape);
   Shape strides;
   MOX_CHECK(view_strides(t, target, strides), "view: a tensor of shape ", t.shape(),
             " with strides ", t.strides(), " cannot be viewed as ", target,
@@ -120,7 +129,7 @@ Tensor view(const Tensor& t, const Shape& shape) {
 }
 
 Tensor reshape(const Tensor& t, const Shape& shape) {
-  Shape target = infer_shape(shape, t.numel());
+  Shape target = target_shape("reshape", t, shape);
   Shape strides;
   if (view_strides(t, target, strides)) return make_view(t, target, strides, t.offset());
   return view(contiguous(t), target);
