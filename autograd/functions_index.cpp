@@ -64,6 +64,7 @@ std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim, bool lar
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
   MOX_CHECK(!tensors.empty(), "cat: needs at least one tensor");
   const Tensor& first = tensors[0];
+  MOX_CHECK(first.dim() > 0, "cat: tensor 0 ", describe(first), " is 0-d and cannot be concatenated; use stack");
   int d = wrap_dim(dim, first.dim());
   Shape shape = first.shape();
   int64_t total = 0;
