@@ -21,9 +21,15 @@ template <typename List> bool has_name(const List& list, const std::string& name
 }
 }  // namespace
 
+// Parameters, buffers and children share one namespace (as attributes do in PyTorch): a
+// buffer named like a parameter would give state_dict() the same key twice.
+bool Module::has_member(const std::string& name) const {
+  return has_name(params_, name) || has_name(buffers_, name) || has_name(modules_, name);
+}
+
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
   check_name(name, "parameter");
-  MOX_CHECK(!has_name(params_, name), "register_parameter: '", name, "' is already registered");
+  MOX_CHECK(!has_member(name), "register_parameter: '", name, "' is already registered");
   if (!value.requires_grad()) value.set_requires_grad(true);
   params_.emplace_back(name, value);
   return value;
@@ -31,7 +37,7 @@ Tensor Module::register_parameter(const std::string& name, Tensor value) {
 
 Tensor Module::register_buffer(const std::string& name, Tensor value) {
   check_name(name, "buffer");
-  MOX_CHECK(!has_name(buffers_, name), "register_buffer: '", name, "' is already registered");
+  MOX_CHECK(!has_member(name), "register_buffer: '", name, "' is already registered");
   buffers_.emplace_back(name, value);
   return value;
 }
@@ -39,7 +45,7 @@ Tensor Module::register_buffer(const std::string& name, Tensor value) {
 void Module::add_module(const std::string& name, std::shared_ptr<Module> module) {
   check_name(name, "module");
   MOX_CHECK(module != nullptr, "register_module: '", name, "' is null");
-  MOX_CHECK(!has_name(modules_, name), "register_module: '", name, "' is already registered");
+  MOX_CHECK(!has_member(name), "register_module: '", name, "' is already registered");
   modules_.emplace_back(name, std::move(module));
 }
 
@@ -98,7 +104,8 @@ void Module::load_state_dict(const NamedTensors& state) {
   }
   for (auto& [name, t] : mine)
     MOX_CHECK(given.count(name), "load_state_dict: missing key '", name, "'");
-  autograd::NoGradGuard no_grad;
+  // Validate everything before copying anything: a failed load leaves the model as it was.
+  std::vector<std::pair<const Tensor*, const Tensor*>> copies;   // (dst, src)
   for (auto& [name, src] : state) {
     for (auto& [mname, dst] : mine) {
       if (mname != name) continue;
@@ -106,9 +113,11 @@ void Module::load_state_dict(const NamedTensors& state) {
                 " in the checkpoint but ", dst.shape(), " in the model");
       MOX_CHECK(src.dtype() == dst.dtype(), "load_state_dict: key '", name, "' has dtype ", src.dtype(),
                 " in the checkpoint but ", dst.dtype(), " in the model");
-      raw::copy_(dst, raw::to_device(src, dst.device()));
+      copies.emplace_back(&dst, &src);
     }
   }
+  autograd::NoGradGuard no_grad;
+  for (auto& [dst, src] : copies) raw::copy_(*dst, raw::to_device(*src, dst->device()));
 }
 
 void Module::train(bool on) {
@@ -128,6 +137,22 @@ void Module::to(Device device) {
   for (auto& [name, t] : params_) move(t);
   for (auto& [name, t] : buffers_) move(t);
   for (auto& [name, m] : modules_) m->to(device);
+}
+
+void Module::to(DType dtype) {
+  MOX_CHECK(is_floating(dtype), "Module::to: ", dtype, " is not a floating-point dtype");
+  auto convert = [&](Tensor& t) {
+    if (t.dtype() == dtype || !is_floating(t.dtype())) return;
+    Tensor converted = raw::contiguous(raw::to_dtype(t, dtype));
+    t.impl()->storage = converted.storage();   // swap inside the shared impl, as to(device)
+    t.impl()->strides = converted.strides();
+    t.impl()->offset = converted.offset();
+    t.impl()->dtype = dtype;
+    if (t.impl()->grad) t.impl()->grad = raw::contiguous(raw::to_dtype(Tensor(t.impl()->grad), dtype)).impl_ptr();
+  };
+  for (auto& [name, t] : params_) convert(t);
+  for (auto& [name, t] : buffers_) convert(t);
+  for (auto& [name, m] : modules_) m->to(dtype);
 }
 
 void Module::zero_grad() {

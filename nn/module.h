@@ -44,7 +44,8 @@ class Module {
   // Parameters and buffers by name (contiguous copies are not made: the live tensors).
   NamedTensors state_dict() const;
   // Strict: every key must exist with the same shape and dtype, and no key may be left
-  // over; errors name the key. Values are copied into the existing tensors.
+  // over; errors name the key. Everything is validated first, so a failed load changes
+  // nothing; then values are copied into the existing tensors.
   void load_state_dict(const NamedTensors& state);
 
   void train(bool on = true);
@@ -52,6 +53,9 @@ class Module {
   bool is_training() const { return training_; }
   // Move every parameter and buffer (keeps names and requires_grad).
   void to(Device device);
+  // Convert every floating-point parameter and buffer (and gradient) to `dtype` in place,
+  // e.g. to(DType::f64) for a gradcheck; integer buffers are left alone.
+  void to(DType dtype);
   void zero_grad();
 
   // Printed tree of the module and its children.
@@ -72,6 +76,7 @@ class Module {
 
  private:
   void collect(const std::string& prefix, NamedTensors& out, bool params) const;
+  bool has_member(const std::string& name) const;
   std::vector<std::pair<std::string, Tensor>> params_;
   std::vector<std::pair<std::string, Tensor>> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> modules_;
