@@ -136,7 +136,7 @@ Tensor reshape(const Tensor& t, const Shape& shape) {
 }
 
 Tensor transpose(const Tensor& t, int64_t d0, int64_t d1) {
-  int a = wrap_dim(d0, t.dim()), b = wrap_dim(d1, t.dim());
+  int a = wrap_dim(d0, t.shape()), b = wrap_dim(d1, t.shape());
   // Always a new handle (even for 0-d): autograd records a node on the result, which must
   // never be the input itself.
   if (t.dim() == 0) return make_view(t, t.shape(), t.strides(), t.offset());
@@ -152,7 +152,7 @@ Tensor permute(const Tensor& t, const Shape& dims) {
   Shape sh, st;
   bool seen[Shape::kMaxRank] = {};
   for (int i = 0; i < dims.size(); ++i) {
-    int d = wrap_dim(dims[i], t.dim());
+    int d = wrap_dim(dims[i], t.shape());
     MOX_CHECK(!seen[d], "permute: dim ", dims[i], " repeated in ", dims);
     seen[d] = true;
     sh.push_back(t.shape()[d]);
@@ -162,7 +162,7 @@ Tensor permute(const Tensor& t, const Shape& dims) {
 }
 
 Tensor narrow(const Tensor& t, int64_t dim, int64_t start, int64_t length) {
-  int d = wrap_dim(dim, t.dim());
+  int d = wrap_dim(dim, t.shape());
   MOX_CHECK(t.dim() > 0, "narrow: cannot narrow a 0-d tensor");
   MOX_CHECK(start >= 0 && length >= 0 && start + length <= t.shape()[d], "narrow: range [", start,
             ", ", start + length, ") is outside dim ", d, " of shape ", t.shape());
@@ -172,7 +172,7 @@ Tensor narrow(const Tensor& t, int64_t dim, int64_t start, int64_t length) {
 }
 
 Tensor select(const Tensor& t, int64_t dim, int64_t index) {
-  int d = wrap_dim(dim, t.dim());
+  int d = wrap_dim(dim, t.shape());
   int64_t n = t.shape()[d];
   MOX_CHECK(index >= -n && index < n, "select: index ", index, " out of range for dim ", d,
             " of shape ", t.shape());
@@ -206,7 +206,7 @@ Tensor expand(const Tensor& t, const Shape& shape) {
 }
 
 Tensor squeeze(const Tensor& t, int64_t dim) {
-  int d = wrap_dim(dim, t.dim());
+  int d = wrap_dim(dim, t.shape());
   // A new handle even when nothing is squeezed (see transpose).
   if (t.dim() == 0 || t.shape()[d] != 1) return make_view(t, t.shape(), t.strides(), t.offset());
   Shape sh = t.shape(), st = t.strides();
@@ -283,11 +283,22 @@ Tensor unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor
   return gx;
 }
 
+namespace {
+// Integer division by zero would raise SIGFPE: refuse it like any other bad input.
+void check_int_divisor(const Tensor& divisor) {
+  if (is_floating(divisor.dtype())) return;
+  Tensor zero = binary_scalar(BinaryOp::eq, divisor, 0.0);
+  MOX_CHECK(reduce(ReduceOp::sum, zero, {}, false).item<int64_t>() == 0,
+            "div: integer division by zero (divisor ", describe(divisor), " contains 0)");
+}
+}  // namespace
+
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   check_same_device(binary_name(op), a, b);
   check_same_dtype(binary_name(op), a, b);
   MOX_CHECK(a.dtype() != DType::boolean || is_comparison(op), binary_name(op),
             " is not defined on bool tensors (", describe(a), ")");
+  if (op == BinaryOp::div) check_int_divisor(b);
   Shape shape = a.shape() == b.shape() ? a.shape() : broadcast_shapes(a.shape(), b.shape());
   Tensor out = empty(shape, is_comparison(op) ? DType::boolean : a.dtype(), a.device());
   be(a).binary(op, a.shape() == shape ? a : expand(a, shape), b.shape() == shape ? b : expand(b, shape), out);
@@ -295,6 +306,22 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
 }
 
 Tensor binary_scalar(BinaryOp op, const Tensor& a, double s, bool reversed) {
+  if (!is_comparison(op) && !is_floating(a.dtype())) {
+    MOX_CHECK(a.dtype() != DType::boolean, binary_name(op), " is not defined on bool tensors (",
+              describe(a), ")");
+    // Integer kernels compute with the scalar cast to the dtype: it must be an integer
+    // (and, except for the wrapping add/sub/mul, one the dtype holds), never truncated.
+    const double lo = a.dtype() == DType::u8 ? 0.0 : a.dtype() == DType::i32 ? -0x1p31 : -0x1p63;
+    const double hi = a.dtype() == DType::u8 ? 255.0 : a.dtype() == DType::i32 ? 0x1p31 - 1 : 0x1p63 - 1024;
+    const bool wraps = op == BinaryOp::add || op == BinaryOp::sub || op == BinaryOp::mul;
+    MOX_CHECK(std::trunc(s) == s && (wraps ? std::abs(s) < 0x1p63 : s >= lo && s <= hi), binary_name(op),
+              ": scalar ", s, " is not a value of the integer tensor's dtype (", describe(a),
+              "); cast the tensor with .to(f32) first");
+    if (op == BinaryOp::div) {
+      if (reversed) check_int_divisor(a);
+      else MOX_CHECK(s != 0, "div: integer division by zero (", describe(a), " / 0)");
+    }
+  }
   Tensor out = empty(a.shape(), is_comparison(op) ? DType::boolean : a.dtype(), a.device());
   be(a).binary_scalar(op, a, s, reversed, out);
   return out;
@@ -349,7 +376,7 @@ Tensor reduce(ReduceOp op, const Tensor& x, const Shape& dims, bool keepdim) {
     for (int i = 0; i < x.dim(); ++i) mask[i] = true;
   } else {
     for (int64_t d : dims) {
-      int w = wrap_dim(d, x.dim());
+      int w = wrap_dim(d, x.shape());
       MOX_CHECK(!mask[w] || x.dim() == 0, name, ": dim ", d, " repeated in ", dims);
       mask[w] = true;
     }
@@ -365,7 +392,7 @@ Tensor reduce(ReduceOp op, const Tensor& x, const Shape& dims, bool keepdim) {
 }
 
 static Tensor arg_reduce(bool is_max, const Tensor& x, int64_t dim, bool keepdim) {
-  int d = wrap_dim(dim, x.dim());
+  int d = wrap_dim(dim, x.shape());
   MOX_CHECK(x.dim() == 0 || x.shape()[d] > 0, is_max ? "argmax" : "argmin",
             ": dim ", d, " of shape ", x.shape(), " is empty");
   Shape kept = x.shape();
@@ -379,7 +406,7 @@ Tensor argmin(const Tensor& x, int64_t dim, bool keepdim) { return arg_reduce(fa
 
 Tensor softmax(const Tensor& x, int64_t dim, bool log) {
   check_floating(log ? "log_softmax" : "softmax", x);
-  int d = wrap_dim(dim, x.dim());
+  int d = wrap_dim(dim, x.shape());
   if (x.dim() == 0) return view(softmax(view(x, {1}), 0, log), {});
   if (d != x.dim() - 1) return contiguous(transpose(softmax(transpose(x, d, -1), -1, log), d, -1));
   Tensor src = contiguous(x);
@@ -389,7 +416,7 @@ Tensor softmax(const Tensor& x, int64_t dim, bool log) {
 }
 
 Tensor softmax_backward(const Tensor& y, const Tensor& gy, int64_t dim, bool log) {
-  int d = wrap_dim(dim, y.dim());
+  int d = wrap_dim(dim, y.shape());
   if (y.dim() == 0) return view(softmax_backward(view(y, {1}), view(contiguous(gy), {1}), 0, log), {});
   if (d != y.dim() - 1)
     return contiguous(transpose(softmax_backward(transpose(y, d, -1), transpose(gy, d, -1), -1, log), d, -1));
@@ -399,7 +426,7 @@ Tensor softmax_backward(const Tensor& y, const Tensor& gy, int64_t dim, bool log
 }
 
 Tensor cumsum(const Tensor& x, int64_t dim) {
-  int d = wrap_dim(dim, x.dim());
+  int d = wrap_dim(dim, x.shape());
   Tensor src = is_floating(x.dtype()) ? contiguous(x) : contiguous(to_dtype(x, DType::i64));
   Tensor out = empty(x.shape(), src.dtype(), x.device());
   if (x.dim() == 0) { copy_(out, src); return out; }
@@ -439,6 +466,9 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   check_floating("matmul", a);
   MOX_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: operands must have at least 1 dim, got ",
             describe(a), " and ", describe(b));
+  const int64_t Ka = a.size(-1), Kb = b.dim() == 1 ? b.size(0) : b.size(-2);
+  MOX_CHECK(Ka == Kb, "matmul: shapes ", a.shape(), " and ", b.shape(), " are not aligned (", Ka,
+            " vs ", Kb, ")");
   // (K)@(K) gives a 0-d result: the (1) left after the b-vector case is squeezed too.
   if (a.dim() == 1) return squeeze(matmul(unsqueeze(a, 0), b), b.dim() == 1 ? -1 : -2);
   if (b.dim() == 1) return squeeze(matmul(a, unsqueeze(b, 1)), -1);
@@ -508,7 +538,7 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, const Pool2dParams& p) {
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   check_same_device("gather", x, index);
-  int d = wrap_dim(dim, x.dim());
+  int d = wrap_dim(dim, x.shape());
   MOX_CHECK(index.dim() == x.dim(), "gather: index ", describe(index), " must have the rank of input ",
             describe(x));
   for (int i = 0; i < x.dim(); ++i)
@@ -523,7 +553,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 void scatter_add_(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) {
   check_same_device("scatter_add", out, index);
   check_same_dtype("scatter_add", out, src);
-  int d = wrap_dim(dim, out.dim());
+  int d = wrap_dim(dim, out.shape());
   MOX_CHECK(index.shape() == src.shape(), "scatter_add: index ", describe(index),
             " and src ", describe(src), " must have the same shape");
   MOX_CHECK(index.dim() == out.dim(), "scatter_add: index ", describe(index),
@@ -538,7 +568,7 @@ void scatter_add_(const Tensor& out, int64_t dim, const Tensor& index, const Ten
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   check_same_device("index_select", x, index);
-  int d = wrap_dim(dim, x.dim());
+  int d = wrap_dim(dim, x.shape());
   MOX_CHECK(index.dim() == 1, "index_select: index must be 1-D, got ", describe(index));
   MOX_CHECK(x.dim() > 0, "index_select: input must have at least one dim");
   check_index("index_select", index, x.size(d), d);
@@ -552,7 +582,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 void index_add_(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) {
   check_same_device("index_add", out, index);
   check_same_dtype("index_add", out, src);
-  int d = wrap_dim(dim, out.dim());
+  int d = wrap_dim(dim, out.shape());
   MOX_CHECK(index.dim() == 1, "index_add: index must be 1-D, got ", describe(index));
   Shape expect = out.shape();
   expect[d] = index.size(0);
@@ -564,7 +594,7 @@ void index_add_(const Tensor& out, int64_t dim, const Tensor& index, const Tenso
 }
 
 std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
-  int d = wrap_dim(dim, x.dim());
+  int d = wrap_dim(dim, x.shape());
   MOX_CHECK(x.dim() > 0, "topk: input must have at least one dim");
   MOX_CHECK(k >= 0 && k <= x.size(d), "topk: k=", k, " is out of range for dim ", d,
             " of shape ", x.shape());
@@ -582,7 +612,7 @@ std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim, bool lar
 }
 
 Tensor argsort(const Tensor& x, int64_t dim, bool descending) {
-  int d = wrap_dim(dim, x.dim());
+  int d = wrap_dim(dim, x.shape());
   MOX_CHECK(x.dim() > 0, "argsort: input must have at least one dim");
   if (d != x.dim() - 1) return contiguous(transpose(argsort(transpose(x, d, -1), -1, descending), d, -1));
   Tensor indices = empty(x.shape(), DType::i64, x.device());

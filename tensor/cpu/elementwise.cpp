@@ -83,7 +83,13 @@ template <typename A> inline A binary_value(BinaryOp op, A a, A b) {
     case BinaryOp::add: return a + b;
     case BinaryOp::sub: return a - b;
     case BinaryOp::mul: return a * b;
-    case BinaryOp::div: return a / b;
+    case BinaryOp::div:
+      if constexpr (std::is_integral_v<A> && std::is_signed_v<A>) {
+        // MIN / -1 overflows (SIGFPE on x86): negate with wrap-around instead.
+        using U = std::make_unsigned_t<A>;
+        if (b == A(-1)) return A(U(0) - U(a));
+      }
+      return a / b;
     case BinaryOp::maximum: return a >= b ? a : b;
     case BinaryOp::minimum: return a <= b ? a : b;
     case BinaryOp::pow: return A(std::pow(double(a), double(b)));
@@ -248,11 +254,14 @@ void CpuBackend::binary_scalar(BinaryOp op, const Tensor& a, double s, bool reve
     const A sv = A(s);
     const T* as = ptr<T>(a);
     if (is_comparison(op)) {
+      // Integers compare against the scalar in double: x < 2.5 must not become x < 2.
+      using C = std::conditional_t<std::is_integral_v<A>, double, A>;
+      const C sc = C(s);
       bool* o = ptr<bool>(out);
       loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
         for (int64_t i = 0; i < n; ++i) {
-          A v = A(as[off[1] + i * st[1]]);
-          o[off[0] + i * st[0]] = reversed ? compare<A>(op, sv, v) : compare<A>(op, v, sv);
+          C v = C(A(as[off[1] + i * st[1]]));
+          o[off[0] + i * st[0]] = reversed ? compare<C>(op, sc, v) : compare<C>(op, v, sc);
         }
       });
       return;
