@@ -51,4 +51,11 @@ int wrap_dim(int64_t dim, int rank) {
   return int(dim < 0 ? dim + r : dim);
 }
 
+int wrap_dim(int64_t dim, const Shape& shape) {
+  const int r = shape.empty() ? 1 : shape.size();
+  MOX_CHECK(dim >= -r && dim < r, "dim ", dim, " is out of range for a tensor of shape ", shape,
+            " (rank ", shape.size(), ", expected ", -r, " ≤ dim < ", r, ")");
+  return int(dim < 0 ? dim + r : dim);
+}
+
 }  // namespace mox

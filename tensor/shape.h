@@ -76,5 +76,7 @@ Shape contiguous_strides(const Shape& shape);
 Shape broadcast_shapes(const Shape& a, const Shape& b);
 // Normalise a possibly negative dim against rank; throws naming dim and rank.
 int wrap_dim(int64_t dim, int rank);
+// Same against a tensor's shape; the error names the shape too.
+int wrap_dim(int64_t dim, const Shape& shape);
 
 }  // namespace mox
