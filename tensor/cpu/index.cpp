@@ -48,11 +48,19 @@ struct Blocks {   // a contiguous tensor seen as (outer, n, inner) around one di
   }
 };
 
-// Strict weak order for "larger first", NaN largest, ties broken by lower index.
+// Strict weak orders with NaN the largest value and ties broken by the lower index:
+// "larger first" (NaN first) and "smaller first" (NaN last). Written out rather than
+// negating the values, which breaks for unsigned types and the minimum of signed ones.
 template <typename A> bool before_desc(A a, int64_t ia, A b, int64_t ib) {
   const bool na = a != a, nb = b != b;
   if (na != nb) return na;
   if (!na && a != b) return a > b;
+  return ia < ib;
+}
+template <typename A> bool before_asc(A a, int64_t ia, A b, int64_t ib) {
+  const bool na = a != a, nb = b != b;
+  if (na != nb) return nb;
+  if (!na && a != b) return a < b;
   return ia < ib;
 }
 }  // namespace
@@ -137,7 +145,7 @@ void CpuBackend::topk(const Tensor& x, int64_t k, bool largest, const Tensor& va
       std::iota(order.begin(), order.end(), 0);
       auto cmp = [&](int64_t i, int64_t j) {
         A a = A(row[i]), b = A(row[j]);
-        return largest ? before_desc<A>(a, i, b, j) : before_desc<A>(-a, i, -b, j);
+        return largest ? before_desc<A>(a, i, b, j) : before_asc<A>(a, i, b, j);
       };
       std::partial_sort(order.begin(), order.begin() + k, order.end(), cmp);
       for (int64_t j = 0; j < k; ++j) {
@@ -159,8 +167,9 @@ void CpuBackend::argsort(const Tensor& x, bool descending, const Tensor& indices
       const T* row = xs + r * n;
       int64_t* out = is + r * n;
       std::iota(out, out + n, 0);
-      std::stable_sort(out, out + n, [&](int64_t i, int64_t j) {
-        return descending ? A(row[i]) > A(row[j]) : A(row[i]) < A(row[j]);
+      // The index tie-break makes the order total (NaN included), hence stable.
+      std::sort(out, out + n, [&](int64_t i, int64_t j) {
+        return descending ? before_desc<A>(A(row[i]), i, A(row[j]), j) : before_asc<A>(A(row[i]), i, A(row[j]), j);
       });
     }
   });
