@@ -232,6 +232,9 @@ Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_fn(x, dim, tru
 Tensor matmul(const Tensor& a, const Tensor& b) {
   MOX_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: operands must have at least 1 dim, got ",
             describe(a), " and ", describe(b));
+  const int64_t Ka = a.size(-1), Kb = b.dim() == 1 ? b.size(0) : b.size(-2);
+  MOX_CHECK(Ka == Kb, "matmul: shapes ", a.shape(), " and ", b.shape(), " are not aligned (", Ka,
+            " vs ", Kb, ")");
   if (a.dim() == 1) return matmul(a.unsqueeze(0), b).squeeze(b.dim() == 1 ? -1 : -2);
   if (b.dim() == 1) return matmul(a, b.unsqueeze(1)).squeeze(-1);
   Tensor out = raw::matmul(a, b);
