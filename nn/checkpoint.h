@@ -20,7 +20,8 @@ void save_checkpoint(const std::string& path, const Module& model, const optim::
                      const Metadata& metadata);
 
 // Loads into `model` (strict) and, when given, `optimizer` (strict; the file must then
-// hold optimizer state). Returns the caller's metadata. Errors name the file and the key.
+// hold optimizer state). Returns the caller's metadata. Errors name the file and the key;
+// a failed load changes neither the model nor the optimizer.
 Metadata load_checkpoint(const std::string& path, Module& model, optim::Optimizer* optimizer);
 
 // The value of a metadata key, or an error naming the file and the key.
