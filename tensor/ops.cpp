@@ -270,6 +270,8 @@ void fill_(const Tensor& dst, double value) { be(dst).fill(dst, value); }
 Tensor unary(UnaryOp op, const Tensor& x) {
   if (op != UnaryOp::neg && op != UnaryOp::abs && op != UnaryOp::relu && op != UnaryOp::square)
     check_floating(unary_name(op), x);
+  MOX_CHECK(x.dtype() != DType::boolean, unary_name(op), " is not defined on bool tensors (",
+            describe(x), ")");
   Tensor out = empty(x.shape(), x.dtype(), x.device());
   be(x).unary(op, x, out);
   return out;
@@ -522,8 +524,13 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, const Pool2dParams& p) {
   MOX_CHECK(x.dim() == 4, "max_pool2d: expected input (N,C,H,W), got ", describe(x));
   MOX_CHECK(p.kernel_h > 0 && p.kernel_w > 0 && p.stride_h > 0 && p.stride_w > 0,
             "max_pool2d: kernel and stride must be positive");
-  MOX_CHECK(p.pad_h * 2 <= p.kernel_h && p.pad_w * 2 <= p.kernel_w,
-            "max_pool2d: padding must be at most half the kernel size");
+  MOX_CHECK(p.pad_h >= 0 && p.pad_w >= 0 && p.pad_h * 2 <= p.kernel_h && p.pad_w * 2 <= p.kernel_w,
+            "max_pool2d: padding must be non-negative and at most half the kernel size");
+  // Checked before dividing: C++ division truncates toward zero, so a kernel larger than
+  // the padded input would otherwise give one output row instead of none.
+  MOX_CHECK(x.size(2) + 2 * p.pad_h >= p.kernel_h && x.size(3) + 2 * p.pad_w >= p.kernel_w,
+            "max_pool2d: kernel ", p.kernel_h, "x", p.kernel_w, " is larger than the padded input ",
+            x.shape());
   int64_t OH = (x.size(2) + 2 * p.pad_h - p.kernel_h) / p.stride_h + 1;
   int64_t OW = (x.size(3) + 2 * p.pad_w - p.kernel_w) / p.stride_w + 1;
   MOX_CHECK(OH > 0 && OW > 0, "max_pool2d: kernel ", p.kernel_h, "x", p.kernel_w,
