@@ -102,6 +102,10 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
 
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
   MOX_CHECK(!tensors.empty(), "stack: needs at least one tensor");
+  for (size_t i = 1; i < tensors.size(); ++i)
+    MOX_CHECK(tensors[i].shape() == tensors[0].shape() && tensors[i].dtype() == tensors[0].dtype(),
+              "stack: tensor ", i, " ", describe(tensors[i]), " differs from tensor 0 ",
+              describe(tensors[0]), " (stack needs equal shapes and dtypes)");
   const int d = wrap_dim(dim, tensors[0].dim() + 1);
   std::vector<Tensor> expanded;
   for (const Tensor& t : tensors) expanded.push_back(t.unsqueeze(d));
