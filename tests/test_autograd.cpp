@@ -673,4 +673,151 @@ TEST(Gradcheck, Float32GradientsMatchFloat64) {
   for (size_t i = 0; i < gw64.size(); ++i) EXPECT_NEAR(gw32[i], gw64[i], 1e-4) << i;
 }
 
+// ============================================================================ bad input
+
+Tensor f32z(const Shape& s) { return zeros(s, DType::f32); }
+
+TEST(BadInput, ArithmeticAndComparisonsNameBothShapesAndDtypes) {
+  Tensor a = f32z({2, 3}), b = f32z({4, 5}), d = zeros({2, 3}, DType::f64);
+  using BinFn = Tensor (*)(const Tensor&, const Tensor&);
+  const std::vector<std::pair<const char*, BinFn>> ops = {
+      {"add", add}, {"sub", sub}, {"mul", mul}, {"div", div}, {"maximum", maximum}, {"minimum", minimum},
+      {"eq", eq}, {"ne", ne}, {"lt", lt}, {"le", le}, {"gt", gt}, {"ge", ge}};
+  for (const auto& [name, fn] : ops) {
+    SCOPED_TRACE(name);
+    expect_error([&] { fn(a, b); }, {"[2, 3]", "[4, 5]"});
+    expect_error([&] { fn(a, d); }, {name, "[2, 3] f32", "[2, 3] f64"});
+  }
+  Tensor bl = zeros({2}, DType::boolean);
+  expect_error([&] { add(bl, bl); }, {"add", "[2] bool"});
+  expect_error([&] { add(bl, 1.0); }, {"add", "[2] bool"});
+  expect_error([&] { mul(bl, 2.0); }, {"mul", "[2] bool"});
+  expect_error([&] { pow(bl, 2.0); }, {"pow", "[2] bool"});
+  expect_error([&] { rsub(1.0, bl); }, {"sub", "[2] bool"});
+  expect_error([&] { rdiv(1.0, bl); }, {"div", "[2] bool"});
+  expect_error([&] { neg(bl); }, {"neg", "[2] bool"});
+  expect_error([&] { mul(zeros({3}, DType::i64), 0.5); }, {"0.5", "[3] i64"});
+  expect_error([&] { div(zeros({3}, DType::i64), zeros({3}, DType::i64)); }, {"division by zero", "[3] i64"});
+}
+
+TEST(BadInput, UnaryMathNamesTheTensor) {
+  Tensor i = zeros({2, 2}, DType::i64);
+  using UnFn = Tensor (*)(const Tensor&);
+  const std::vector<std::pair<const char*, UnFn>> float_only = {
+      {"exp", exp}, {"log", log}, {"sqrt", sqrt}, {"rsqrt", rsqrt}, {"sin", sin}, {"cos", cos},
+      {"tanh", tanh}, {"sigmoid", sigmoid}, {"silu", silu}};
+  for (const auto& [name, fn] : float_only) expect_error([&] { fn(i); }, {name, "[2, 2] i64"});
+  expect_error([&] { gelu(i); }, {"gelu", "[2, 2] i64"});
+  expect_error([&] { gelu(i, true); }, {"gelu_tanh", "[2, 2] i64"});
+  Tensor bl = zeros({3}, DType::boolean);
+  expect_error([&] { abs(bl); }, {"abs", "[3] bool"});
+  expect_error([&] { square(bl); }, {"square", "[3] bool"});
+  expect_error([&] { relu(bl); }, {"relu", "[3] bool"});
+}
+
+TEST(BadInput, ReductionsNameDimAndShape) {
+  Tensor x = f32z({2, 3});
+  expect_error([&] { sum(x, {2}); }, {"dim 2", "[2, 3]"});
+  expect_error([&] { sum(x, {1, -1}); }, {"sum", "repeated"});
+  expect_error([&] { mean(x, {-3}); }, {"dim -3", "[2, 3]"});
+  expect_error([&] { mean(zeros({2}, DType::i32)); }, {"mean", "[2] i32"});
+  expect_error([&] { max(x, 2); }, {"dim 2", "[2, 3]"});
+  expect_error([&] { min(x, -3); }, {"dim -3", "[2, 3]"});
+  expect_error([&] { max(f32z({0})); }, {"[0]", "empty"});
+  expect_error([&] { max(f32z({2, 0}), 1); }, {"[2, 0]", "empty"});
+  expect_error([&] { logsumexp(x, 2); }, {"dim 2", "[2, 3]"});
+  expect_error([&] { logsumexp(zeros({2}, DType::i64), 0); }, {"logsumexp", "[2] i64"});
+  expect_error([&] { argmax(x, 5); }, {"dim 5", "[2, 3]"});
+  expect_error([&] { cumsum(x, 2); }, {"dim 2", "[2, 3]"});
+  expect_error([&] { softmax(x, 2); }, {"dim 2", "[2, 3]"});
+  expect_error([&] { log_softmax(x, -3); }, {"dim -3", "[2, 3]"});
+  expect_error([&] { softmax(zeros({2}, DType::i64)); }, {"softmax", "[2] i64"});
+  expect_error([&] { log_softmax(zeros({2}, DType::u8)); }, {"log_softmax", "[2] u8"});
+}
+
+TEST(BadInput, MatmulAndLinear) {
+  expect_error([&] { matmul(f32z({2, 3}), f32z({4, 5})); }, {"[2, 3]", "[4, 5]", "not aligned"});
+  expect_error([&] { matmul(f32z({3}), f32z({4, 5})); }, {"[3]", "[4, 5]"});
+  expect_error([&] { matmul(f32z({2, 3}), f32z({4})); }, {"[2, 3]", "[4]"});
+  expect_error([&] { matmul(f32z({3}), f32z({4})); }, {"[3]", "[4]"});
+  expect_error([&] { matmul(f32z({2, 2, 3}), f32z({3, 3, 4})); }, {"[2]", "[3]"});
+  expect_error([&] { matmul(f32z({2, 3}), zeros({3, 4}, DType::f64)); }, {"[2, 3] f32", "[3, 4] f64"});
+  expect_error([&] { matmul(f32z({}), f32z({3})); }, {"[] f32", "[3] f32"});
+  expect_error([&] { linear(f32z({3, 4}), f32z({5, 3})); }, {"[3, 4]", "[5, 3]"});
+  expect_error([&] { linear(f32z({3, 4}), f32z({5, 4}), f32z({4})); }, {"[4] f32", "[5]"});
+  expect_error([&] { linear(f32z({3, 4}), f32z({4})); }, {"[4] f32", "(out, in)"});
+  expect_error([&] { linear(f32z({3, 4}), zeros({5, 4}, DType::f64)); }, {"[3, 4] f32", "[5, 4] f64"});
+  expect_error([&] { linear(f32z({3, 4}), f32z({5, 4}), zeros({5}, DType::f64)); }, {"[5] f64", "[5, 4] f32"});
+}
+
+TEST(BadInput, ConvolutionAndPooling) {
+  expect_error([&] { conv2d(f32z({1, 3, 5, 5}), f32z({2, 4, 3, 3})); }, {"[1, 3, 5, 5]", "[2, 4, 3, 3]", "channels"});
+  expect_error([&] { conv2d(f32z({3, 5, 5}), f32z({2, 3, 3, 3})); }, {"[3, 5, 5]", "[2, 3, 3, 3]"});
+  expect_error([&] { conv2d(f32z({1, 3, 5, 5}), f32z({2, 3, 3, 3}), f32z({3})); }, {"[3] f32", "[2, 3, 3, 3]"});
+  expect_error([&] { conv2d(f32z({1, 3, 5, 5}), f32z({2, 3, 3, 3}), zeros({2}, DType::f64)); }, {"[2] f64", "f32"});
+  expect_error([&] { conv2d(f32z({1, 3, 5, 5}), zeros({2, 3, 3, 3}, DType::f64)); }, {"[1, 3, 5, 5] f32", "[2, 3, 3, 3] f64"});
+  expect_error([&] { conv2d(f32z({1, 3, 2, 2}), f32z({2, 3, 3, 3})); }, {"[1, 3, 2, 2]", "[2, 3, 3, 3]"});
+  expect_error([&] { conv2d(f32z({1, 3, 5, 5}), f32z({2, 3, 3, 3}), Tensor(), 0); }, {"stride"});
+  expect_error([&] { conv2d(zeros({1, 1, 3, 3}, DType::i32), zeros({1, 1, 1, 1}, DType::i32)); }, {"conv2d", "i32"});
+  expect_error([&] { max_pool2d(f32z({4, 4}), 2); }, {"[4, 4]"});
+  expect_error([&] { max_pool2d(f32z({1, 1, 2, 2}), 3); }, {"3x3", "[1, 1, 2, 2]"});
+  expect_error([&] { max_pool2d(f32z({1, 1, 4, 4}), 2, 2, 2); }, {"padding"});
+  expect_error([&] { max_pool2d(f32z({1, 1, 4, 4}), 0); }, {"kernel"});
+}
+
+TEST(BadInput, IndexingNamesShapesAndIndexValues) {
+  Tensor x = f32z({2, 3});
+  expect_error([&] { gather(x, 1, i64({0, 5}, {1, 2})); }, {"index 5", "size 3"});
+  expect_error([&] { gather(x, 0, i64({-1}, {1, 1})); }, {"index -1", "size 2"});
+  expect_error([&] { gather(x, 1, i64({0}, {1})); }, {"[1] i64", "[2, 3] f32"});
+  expect_error([&] { gather(x, 2, i64({0}, {1, 1})); }, {"dim 2", "[2, 3]"});
+  expect_error([&] { index_select(x, 1, i64({3}, {1})); }, {"index 3", "size 3"});
+  expect_error([&] { index_select(x, 0, i64({0, 1}, {1, 2})); }, {"1-D", "[1, 2] i64"});
+  expect_error([&] { index_add(x, 0, i64({1}, {1}), f32z({1, 4})); }, {"[1, 4] f32", "[1, 3]", "[2, 3] f32"});
+  expect_error([&] { index_add(x, 0, i64({2}, {1}), f32z({1, 3})); }, {"index 2", "size 2"});
+  expect_error([&] { index_add(x, 0, i64({1}, {1}), zeros({1, 3}, DType::f64)); }, {"[2, 3] f32", "[1, 3] f64"});
+  expect_error([&] { scatter_add(x, 1, i64({0, 1}, {1, 2}), f32z({1, 3})); }, {"[1, 2] i64", "[1, 3] f32"});
+  expect_error([&] { scatter_add(x, 1, i64({9}, {1, 1}), f32z({1, 1})); }, {"index 9", "size 3"});
+  expect_error([&] { scatter_add(x, 1, i64({0, 0, 0}, {3, 1}), f32z({3, 1})); }, {"[3, 1]", "[2, 3]"});
+  Tensor c = zeros({2}, DType::boolean);
+  expect_error([&] { where(c, x, x); }, {"[2]", "[2, 3]"});
+  expect_error([&] { where(zeros({2, 3}), x, x); }, {"bool", "[2, 3] f32"});
+  expect_error([&] { where(zeros({2, 3}, DType::boolean), x, zeros({2, 3}, DType::f64)); }, {"[2, 3] f32", "[2, 3] f64"});
+  expect_error([&] { topk(x, 4); }, {"k=4", "[2, 3]"});
+  expect_error([&] { topk(x, 1, 2); }, {"dim 2", "[2, 3]"});
+  expect_error([&] { topk(zeros({3}, DType::boolean), 1); }, {"topk", "bool"});
+}
+
+TEST(BadInput, CatStackDropout) {
+  expect_error([&] { cat({f32z({2, 3}), f32z({2, 4})}, 0); }, {"[2, 3]", "[2, 4]"});
+  expect_error([&] { cat({f32z({2, 3}), zeros({2, 3}, DType::f64)}); }, {"[2, 3] f32", "[2, 3] f64"});
+  expect_error([&] { cat({f32z({2, 3}), f32z({3})}); }, {"[2, 3] f32", "[3] f32"});
+  expect_error([&] { cat({f32z({2, 3})}, 2); }, {"dim 2"});
+  expect_error([&] { cat({}); }, {"at least one"});
+  expect_error([&] { cat({f32z({}), f32z({})}); }, {"0-d", "stack"});
+  expect_error([&] { stack({f32z({2, 3}), f32z({2, 4})}); }, {"[2, 3]", "[2, 4]"});
+  expect_error([&] { stack({f32z({2, 3}), zeros({2, 3}, DType::f64)}); }, {"[2, 3] f32", "[2, 3] f64"});
+  expect_error([&] { stack({f32z({2, 3})}, 3); }, {"dim 3"});
+  expect_error([&] { stack({}); }, {"at least one"});
+  expect_error([&] { dropout(f32z({2}), 1.0, true); }, {"p=1"});
+  expect_error([&] { dropout(f32z({2}), -0.1, true); }, {"p=-0.1"});
+}
+
+TEST(BadInput, ViewsNameTheShapes) {
+  Tensor x = leaf({1, 2, 3, 4, 5, 6}, {2, 3});
+  expect_error([&] { x.reshape({4, 2}); }, {"[2, 3]", "[4, 2]"});
+  expect_error([&] { x.view({5}); }, {"[2, 3]", "[5]"});
+  expect_error([&] { x.transpose(0, 1).view({6}); }, {"[3, 2]", "[6]"});
+  expect_error([&] { x.transpose(0, 2); }, {"dim 2", "[2, 3]"});
+  expect_error([&] { x.permute({1}); }, {"[1]", "[2, 3]"});
+  expect_error([&] { x.permute({1, 1}); }, {"[1, 1]", "repeated"});
+  expect_error([&] { x.narrow(1, 2, 2); }, {"[2, 4)", "[2, 3]"});
+  expect_error([&] { x.expand({2, 4}); }, {"[2, 3]", "[2, 4]"});
+  expect_error([&] { x.expand({3}); }, {"[2, 3]", "[3]"});
+  expect_error([&] { x.squeeze(2); }, {"dim 2", "[2, 3]"});
+  expect_error([&] { x.unsqueeze(3); }, {"dim 3", "rank 3"});
+  expect_error([&] { x.flatten(1, 0); }, {"[2, 3]"});
+  EXPECT_TRUE(x.is_leaf()) << "failed views leave the input alone";
+}
+
 }  // namespace

@@ -806,6 +806,7 @@ TEST(RawErrors, NameTheOffendingShapesDtypesAndValues) {
   expect_error([&] { raw::conv2d(zeros({1, 3, 2, 2}), zeros({2, 3, 3, 3}), nullptr, {}); }, {"[2, 3, 3, 3]", "[1, 3, 2, 2]"});
   expect_error([&] { raw::conv2d(zeros({3, 5, 5}), zeros({2, 3, 3, 3}), nullptr, {}); }, {"[3, 5, 5]", "[2, 3, 3, 3]"});
   expect_error([&] { raw::max_pool2d(zeros({1, 1, 2, 2}), {3, 3, 1, 1, 0, 0}); }, {"3x3", "[1, 1, 2, 2]"});
+  expect_error([&] { raw::max_pool2d(zeros({1, 1, 2, 2}), {3, 3, 3, 3, 0, 0}); }, {"3x3", "[1, 1, 2, 2]"});
   expect_error([&] { raw::max_pool2d(zeros({2, 2}), {}); }, {"[2, 2]"});
   expect_error([&] { raw::max_pool2d(I({1, 1, 1, 1}, {1, 1, 2, 2}), {}); }, {"max_pool2d", "[1, 1, 2, 2] i64"});
   expect_error([&] { raw::as_strided(a, {2, 3}, {1}, 0); }, {"[2, 3]", "[1]"});
