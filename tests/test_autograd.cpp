@@ -231,6 +231,30 @@ TEST(AutogradEngine, DeepChainsDoNotOverflowAndRunInOrder) {
 
 // ============================================================================= gradchecks
 
+TEST(GradcheckItself, CatchesAWrongGradientAndNamesTheElement) {
+  // y = x² with a backward that is wrong at one element.
+  auto wrong = [](const V& v) {
+    Tensor out = raw::mul(v[0], v[0]);
+    if (!autograd::needs_grad(v[0])) return out;
+    return autograd::record("wrong_square", out, {&v[0]}, [x = v[0]](const Tensor& g) {
+      Tensor gx = raw::mul(raw::binary_scalar(BinaryOp::mul, x, 2.0), g);
+      gx.data<double>()[4] += 0.5;   // element [1, 1] of a (3, 3) input
+      return std::vector<Tensor>{gx};
+    });
+  };
+  ::testing::AssertionResult r = gradcheck(wrong, {uniform_leaf({3, 3}, 1)});
+  EXPECT_FALSE(r);
+  EXPECT_NE(std::string(r.message()).find("1 of 9 elements"), std::string::npos) << r.message();
+  EXPECT_NE(std::string(r.message()).find("[1, 1]"), std::string::npos) << r.message();
+  // A missing gradient (no graph) and non-f64 inputs are reported, not passed.
+  EXPECT_FALSE(gradcheck([](const V& v) { return v[0].detach(); }, {uniform_leaf({2}, 2)}));
+  Tensor f = from_vector<float>({1, 2}, {2});
+  f.set_requires_grad();
+  EXPECT_FALSE(gradcheck([](const V& v) { return v[0]; }, {f}));
+  // The correct rule passes.
+  EXPECT_TRUE(gradcheck([](const V& v) { return mul(v[0], v[0]); }, {uniform_leaf({3, 3}, 1)}));
+}
+
 // Unary ops on a contiguous (3,4) input, a transposed (3,4) leaf, and a (3,1) input
 // broadcast (expanded) to (3,4) inside the function.
 void check_unary(const char* name, const std::function<Tensor(const Tensor&)>& op,
@@ -356,6 +380,7 @@ TEST(Gradcheck, MaxMinAlongADim) {
       }
   EXPECT_TRUE(gradcheck([](const V& v) { return max(v[0]); }, {x}));
   EXPECT_TRUE(gradcheck([](const V& v) { return max(v[0]); }, {xt}));
+  EXPECT_TRUE(gradcheck([](const V& v) { return max(v[0].expand({2, 3, 4})); }, {distinct_leaf({3, 1}, 44)}));
   // broadcast input: ties across the expanded copies; the gradient goes to the first one
   // in both the analytic and (since the copies move together) the numerical derivative.
   Tensor b = distinct_leaf({3, 1}, 43);
@@ -485,6 +510,9 @@ TEST(Gradcheck, GatherIndexSelectIndexAddScatterAdd) {
   EXPECT_TRUE(gradcheck([](const V& v) { return gather(v[0].expand({3, 4}), 1, i64({0, 3, 2, 2, 1, 0}, {3, 2})); },
                         {uniform_leaf({1, 4}, 143)}))
       << "gather broadcast";
+  EXPECT_TRUE(gradcheck([](const V& v) { return index_select(v[0].expand({3, 4}), 1, i64({3, 0, 3}, {3})); },
+                        {uniform_leaf({3, 1}, 160)}))
+      << "index_select broadcast";
 
   // index_add / scatter_add: both base and src require grad.
   Tensor base = uniform_leaf({4, 3}, 144), src = uniform_leaf({3, 3}, 145);
@@ -613,6 +641,22 @@ TEST(Gradcheck, Views) {
     EXPECT_TRUE(gradcheck([](const V& v) { return v[0].clone(); }, {in})) << "clone";
     EXPECT_TRUE(gradcheck([](const V& v) { return v[0].expand({3, 2, 3, 4}); }, {in})) << "expand leading";
   }
+  // Views of a broadcast (expanded, stride-0) input.
+  Tensor b = uniform_leaf({3, 1}, 220);
+  const std::vector<std::pair<const char*, std::function<Tensor(const Tensor&)>>> on_expanded = {
+      {"reshape", [](const Tensor& t) { return t.reshape({4, 6}); }},
+      {"transpose", [](const Tensor& t) { return t.transpose(0, 2); }},
+      {"permute", [](const Tensor& t) { return t.permute({1, 2, 0}); }},
+      {"narrow", [](const Tensor& t) { return t.narrow(2, 1, 2); }},
+      {"squeeze", [](const Tensor& t) { return t.narrow(0, 0, 1).squeeze(0); }},
+      {"unsqueeze", [](const Tensor& t) { return t.unsqueeze(1); }},
+      {"flatten", [](const Tensor& t) { return t.flatten(1); }},
+      {"contiguous", [](const Tensor& t) { return t.contiguous(); }},
+      {"clone", [](const Tensor& t) { return t.clone(); }},
+      {"expand", [](const Tensor& t) { return t.expand({2, 2, 3, 4}); }},
+  };
+  for (const auto& [name, f] : on_expanded)
+    EXPECT_TRUE(gradcheck([&](const V& v) { return f(v[0].expand({2, 3, 4})); }, {b})) << name << " of expanded";
   EXPECT_TRUE(gradcheck([](const V& v) { return v[0].view({6, 4}); }, {x})) << "view";
   EXPECT_TRUE(gradcheck([](const V& v) { return v[0].view({2, 12}); }, {x})) << "view";
   EXPECT_TRUE(gradcheck([](const V& v) { return v[0].transpose(1, 2).view({2, 4, 3}); }, {x}))
@@ -644,6 +688,9 @@ TEST(Gradcheck, ToDtype) {
   EXPECT_TRUE(gradcheck([](const V& v) { return mul(v[0].to(DType::f32), 2.0f).to(DType::f64); },
                         {transposed_leaf(uniform_leaf({3, 4}, 222, -2e-3, -1e-3))}));
   EXPECT_TRUE(gradcheck([](const V& v) { return v[0].to(DType::f64); }, {x})) << "same dtype: identity";
+  EXPECT_TRUE(gradcheck([](const V& v) { return v[0].expand({3, 4}).to(DType::f32).to(DType::f64); },
+                        {uniform_leaf({3, 1}, 224, 1e-3, 2e-3)}))
+      << "broadcast";
   // The gradient arrives in the input's dtype.
   Tensor y = uniform_leaf({3}, 223);
   sum(y.to(DType::f32)).backward();
