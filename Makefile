@@ -8,7 +8,7 @@
 #   make bench      build and run the benchmarks
 #   make clean
 #
-# Options: THREADS=N for run targets, DEBUG=1 (no optimisation), CUDA=0 (force CPU-only).
+# Options: THREADS=N for run targets, DEBUG=1 (no optimisation), ARCH=x86-64-v3 (default native).
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
 
@@ -34,7 +34,8 @@ HAVE_NCCL     := $(if $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h
 yesno = $(if $(1),found,not found)
 
 # ---------------------------------------------------------------- flags
-OPT      := $(if $(filter 1,$(DEBUG)),-O0 -g,-O3 -march=x86-64-v2 -g1)
+ARCH    ?= native
+OPT      := $(if $(filter 1,$(DEBUG)),-O0 -g,-O3 -march=$(ARCH) -g1)
 CXXFLAGS += -std=c++17 $(OPT) -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -MMD -MP
 LDLIBS   += -fopenmp -lopenblas -lpthread
 

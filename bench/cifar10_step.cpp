@@ -37,7 +37,7 @@ void BM_Cifar10TrainStep(benchmark::State& state) {
   state.counters["images_per_s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["threads"] = omp_get_max_threads();
 }
-BENCHMARK(BM_Cifar10TrainStep)->Arg(4)->Arg(64)->Unit(benchmark::kMicrosecond)->MinTime(2.0);
+BENCHMARK(BM_Cifar10TrainStep)->Arg(4)->Arg(32)->Arg(64)->Unit(benchmark::kMicrosecond)->MinTime(2.0);
 
 }  // namespace
 

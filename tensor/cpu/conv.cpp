@@ -211,6 +211,31 @@ void CpuBackend::max_pool2d(const Tensor& x, const Pool2dParams& p, const Tensor
 #pragma omp parallel for if (planes * H * W >= cpu::kParallelGrain) schedule(static)
     for (int64_t pl = 0; pl < planes; ++pl) {
       const T* xp = xs + pl * H * W;
+      if (p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 &&
+          p.pad_w == 0) {   // the common 2×2 pool: pairwise selects, no loops or branches
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          const T* r0 = xp + 2 * oh * W;
+          const T* r1 = r0 + W;
+          T* orow = os + (pl * OH + oh) * OW;
+          int64_t* irow = is + (pl * OH + oh) * OW;
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t c = 2 * ow, i0 = 2 * oh * W + c;
+            const A a = A(r0[c]), b = A(r0[c + 1]), d = A(r1[c]), e = A(r1[c + 1]);
+            const bool t1 = b > a, t2 = e > d;   // ties keep the earlier element
+            const A m1 = t1 ? b : a, m2 = t2 ? e : d;
+            const int64_t i1 = i0 + t1, i2 = i0 + W + t2;
+            const bool t3 = m2 > m1;
+            orow[ow] = T(t3 ? m2 : m1);
+            irow[ow] = t3 ? i2 : i1;
+            if ((a != a) | (b != b) | (d != d) | (e != e)) {   // NaN propagates: first NaN wins
+              const int64_t first_nan = a != a ? i0 : b != b ? i0 + 1 : d != d ? i0 + W : i0 + W + 1;
+              orow[ow] = T(std::numeric_limits<A>::quiet_NaN());
+              irow[ow] = first_nan;
+            }
+          }
+        }
+        continue;
+      }
       for (int64_t oh = 0; oh < OH; ++oh) {
         const int64_t h0 = std::max<int64_t>(oh * p.stride_h - p.pad_h, 0);
         const int64_t h1 = std::min<int64_t>(oh * p.stride_h - p.pad_h + p.kernel_h, H);
@@ -219,10 +244,12 @@ void CpuBackend::max_pool2d(const Tensor& x, const Pool2dParams& p, const Tensor
           const int64_t w1 = std::min<int64_t>(ow * p.stride_w - p.pad_w + p.kernel_w, W);
           A best = A(xp[h0 * W + w0]);
           int64_t best_i = h0 * W + w0;
-          for (int64_t ih = h0; ih < h1 && best == best; ++ih)   // stops at a NaN (NaN wins)
-            for (int64_t iw = ih == h0 ? w0 + 1 : w0; iw < w1; ++iw) {
+          for (int64_t ih = h0; ih < h1; ++ih)
+            for (int64_t iw = w0; iw < w1; ++iw) {   // branch-free select; a NaN wins and stays
               const A v = A(xp[ih * W + iw]);
-              if (v > best || v != v) { best = v; best_i = ih * W + iw; if (v != v) break; }
+              const bool take = (v > best) | (v != v);   // `|`: no branch; a later NaN keeps NaN
+              best = take ? v : best;
+              best_i = take ? ih * W + iw : best_i;
             }
           os[(pl * OH + oh) * OW + ow] = T(best);
           is[(pl * OH + oh) * OW + ow] = best_i;

@@ -175,8 +175,8 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& out) {
       const T* xs = ptr<T>(x);
       with_op(op, [&](auto OP) {
         loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
-          T* op_ = o + off[0];
-          const T* xp = xs + off[1];
+          T* __restrict op_ = o + off[0];
+          const T* __restrict xp = xs + off[1];
           if (st[0] == 1 && st[1] == 1) {
             for (int64_t i = 0; i < n; ++i) op_[i] = T(unary_value<T>(OP.value, acc_t<T>(xp[i])));
             return;
@@ -198,8 +198,8 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, co
     const T *xs = ptr<T>(x), *ys = ptr<T>(y), *gys = ptr<T>(gy);
     with_op(op, [&](auto OP) {
       loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
-        T* gp = g + off[0];
-        const T *xp = xs + off[1], *yp = ys + off[2], *gyp = gys + off[3];
+        T* __restrict gp = g + off[0];
+        const T *__restrict xp = xs + off[1], *__restrict yp = ys + off[2], *__restrict gyp = gys + off[3];
         if (st[0] == 1 && st[1] == 1 && st[2] == 1 && st[3] == 1) {
           for (int64_t i = 0; i < n; ++i) gp[i] = T(A(gyp[i]) * unary_derivative<A>(OP.value, A(xp[i]), A(yp[i])));
           return;
@@ -229,8 +229,8 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Ten
       T* o = ptr<T>(out);
       with_op(op, [&](auto OP) {
         loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
-          T* op_ = o + off[0];
-          const T *ap = as + off[1], *bp = bs + off[2];
+          T* __restrict op_ = o + off[0];
+          const T *__restrict ap = as + off[1], *__restrict bp = bs + off[2];
           if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
             for (int64_t i = 0; i < n; ++i) op_[i] = T(binary_value<A>(OP.value, A(ap[i]), A(bp[i])));
           } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {   // tensor op broadcast scalar row
