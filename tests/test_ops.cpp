@@ -121,6 +121,8 @@ TEST(Elementwise, NonContiguousOperands) {
     for (int j = 0; j < 300; ++j) ASSERT_EQ(sv[size_t(i * 300 + j)], 2 * bv[size_t(j * 200 + i)]);
 }
 
+Tensor u8() { return from_vector<uint8_t>({1, 2}, {2}); }
+
 TEST(Elementwise, IntegerAndSixteenBitArithmetic) {
   Tensor a = from_vector<int64_t>({7, -7, 3}, {3}), b = from_vector<int64_t>({2, 2, 5}, {3});
   EXPECT_EQ(raw::add(a, b).to_vector<int64_t>(), (vector<int64_t>{9, -5, 8}));
@@ -137,8 +139,20 @@ TEST(Elementwise, IntegerAndSixteenBitArithmetic) {
   // integer division by zero is an error, not SIGFPE
   expect_error([&] { raw::div(a, from_vector<int64_t>({1, 0, 1}, {3})); }, {"division by zero"});
   expect_error([&] { raw::binary_scalar(BinaryOp::div, a, 0.0); }, {"division by zero"});
+  expect_error([&] { raw::binary_scalar(BinaryOp::div, I({1, 0}, {2}), 6.0, /*reversed=*/true); }, {"division by zero", "[2] i64"});
+  EXPECT_EQ(raw::binary_scalar(BinaryOp::div, a, 21.0, true).to_vector<int64_t>(), (vector<int64_t>{3, -3, 7}));
+  EXPECT_EQ(raw::div(a, b).to_vector<int64_t>(), (vector<int64_t>{3, -3, 0}));   // truncates toward zero
+  // MIN / -1 overflows: it wraps (to MIN) instead of raising SIGFPE
+  const int64_t mn = std::numeric_limits<int64_t>::min();
+  EXPECT_EQ(raw::div(I({mn, 6}, {2}), I({-1, -1}, {2})).to_vector<int64_t>(), (vector<int64_t>{mn, -6}));
+  const int32_t mn32 = std::numeric_limits<int32_t>::min();
+  EXPECT_EQ(raw::div(from_vector<int32_t>({mn32}, {1}), from_vector<int32_t>({-1}, {1})).to_vector<int32_t>(),
+            (vector<int32_t>{mn32}));
   // a fractional scalar does not silently truncate for integer tensors...
   expect_error([&] { raw::binary_scalar(BinaryOp::mul, a, 0.5); }, {"0.5", "[3] i64"});
+  expect_error([&] { raw::binary_scalar(BinaryOp::maximum, u8(), -1.0); }, {"-1", "u8"});
+  EXPECT_EQ(raw::binary_scalar(BinaryOp::add, from_vector<uint8_t>({5}, {1}), -1.0).to_vector<uint8_t>(),
+            (vector<uint8_t>{4}));   // add/sub/mul wrap like uint8 arithmetic
   // ...and comparisons against it are exact
   EXPECT_EQ(raw::binary_scalar(BinaryOp::lt, from_vector<int64_t>({2, 3}, {2}), 2.5).to_vector<bool>(),
             (vector<bool>{true, false}));
@@ -492,6 +506,15 @@ TEST(Matmul, Linear) {
               vals(raw::add(raw::matmul(raw::transpose(rnd({4, 3}, 53), 0, 1), rnd({4, 5}, 54)), b)), 1e-14);
   expect_near(vals(linear(T({1, 2}, {2}, DType::f64), T({1, 1, 0, 1}, {2, 2}, DType::f64), T({10, 20}, {2}, DType::f64))),
               {13, 22}, 0);
+  // 16-bit floats: the bias is accumulated into in f32, the result rounded once
+  for (DType dt : {DType::bf16, DType::f16}) {
+    Tensor x16 = x.to(dt), w16 = w.to(dt), b16 = b.to(dt);
+    Tensor y16 = linear(x16, w16, b16);
+    EXPECT_EQ(y16.dtype(), dt);
+    vector<double> ref = vals(raw::add(raw::matmul(x16.to(DType::f64), raw::transpose(w16.to(DType::f64), 0, 1)),
+                                       b16.to(DType::f64)));
+    expect_near(vals(y16), ref, dt == DType::bf16 ? 1e-2 : 2e-3, dtype_name(dt));
+  }
 }
 
 // ====================================================================== conv and pool
