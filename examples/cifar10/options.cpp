@@ -2,8 +2,10 @@
 #include "examples/cifar10/options.h"
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdlib>
 #include <iostream>
+#include <sstream>
 
 namespace mox::cifar10 {
 
@@ -12,6 +14,28 @@ std::string default_data_dir() {
   if (const char* root = std::getenv("MOX_DATA"); root && *root) return std::string(root) + "/cifar10";
   return "data/cifar10";
 }
+
+// A finite number in [lo, hi] (lo excluded when lo_open). CLI11's PositiveNumber and Range
+// let "nan" through (every comparison with NaN is false), accept "-1" for unsigned options,
+// and report "not in range 0.000000 to 1797693134862315708145274237317043567980...".
+CLI::Validator finite_in(double lo, double hi, bool lo_open, const std::string& name) {
+  std::ostringstream expected;
+  if (hi == HUGE_VAL) expected << "a finite number " << (lo_open ? "> " : ">= ") << lo;
+  else expected << "a number in " << (lo_open ? "(" : "[") << lo << ", " << hi << "]";
+  const std::string what = expected.str();
+  return CLI::Validator(
+      [lo, hi, lo_open, what](std::string& input) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(input.c_str(), &end);
+        const bool parsed = !input.empty() && end && *end == '\0';
+        if (!parsed || !std::isfinite(v) || v > hi || (lo_open ? v <= lo : v < lo))
+          return "value '" + input + "' is not " + what;
+        return "";
+      },
+      name);
+}
+const CLI::Validator kPositive = finite_in(0, HUGE_VAL, true, "POSITIVE");
+const CLI::Validator kNonNegative = finite_in(0, HUGE_VAL, false, "NONNEGATIVE");
 }  // namespace
 
 Options parse_options(int argc, char** argv) {
@@ -20,20 +44,20 @@ Options parse_options(int argc, char** argv) {
   CLI::App app{"mox-cifar10: train the DeepSpeed/PyTorch tutorial CIFAR-10 Net on the CPU"};
   app.option_defaults()->always_capture_default();
   app.add_option("--data", o.data, "CIFAR-10 binary directory (default $MOX_DATA/cifar10, else data/cifar10)");
-  app.add_option("--epochs", o.epochs, "training epochs")->check(CLI::PositiveNumber);
-  app.add_option("--batch-size", o.batch_size, "training batch size")->check(CLI::PositiveNumber);
-  app.add_option("--test-batch-size", o.test_batch_size, "evaluation batch size")->check(CLI::PositiveNumber);
+  app.add_option("--epochs", o.epochs, "training epochs")->check(kPositive);
+  app.add_option("--batch-size", o.batch_size, "training batch size")->check(kPositive);
+  app.add_option("--test-batch-size", o.test_batch_size, "evaluation batch size")->check(kPositive);
   app.add_option("--optimizer", o.optimizer, "sgd | adam | adamw")->check(CLI::IsMember({"sgd", "adam", "adamw"}));
-  app.add_option("--lr", o.lr, "learning rate")->check(CLI::PositiveNumber);
-  app.add_option("--momentum", o.momentum, "SGD momentum")->check(CLI::Range(0.0, 0.999999));
-  app.add_option("--weight-decay", o.weight_decay, "weight decay (AdamW: decoupled)")->check(CLI::NonNegativeNumber);
+  app.add_option("--lr", o.lr, "learning rate")->check(kPositive);
+  app.add_option("--momentum", o.momentum, "SGD momentum")->check(finite_in(0.0, 0.999999, false, "[0, 0.999999]"));
+  app.add_option("--weight-decay", o.weight_decay, "weight decay (AdamW: decoupled)")->check(kNonNegative);
   app.add_option("--schedule", o.schedule, "LR schedule: constant | cosine (warmup, then cosine to 0) | warmup (DeepSpeed WarmupLR)")
       ->check(CLI::IsMember({"constant", "cosine", "warmup"}));
-  app.add_option("--warmup-steps", o.warmup_steps, "warmup steps of the cosine/warmup schedules")->check(CLI::NonNegativeNumber);
+  app.add_option("--warmup-steps", o.warmup_steps, "warmup steps of the cosine/warmup schedules")->check(kNonNegative);
   app.add_flag("--augment", o.augment, "random crop (padding 4) and horizontal flip while training");
-  app.add_option("--seed", o.seed, "seed of initialisation, shuffling and augmentation");
-  app.add_option("--log-interval", o.log_interval, "steps between loss reports")->check(CLI::PositiveNumber);
-  app.add_option("--threads", o.threads, "CPU threads (OpenMP and OpenBLAS)")->check(CLI::Range(1, 1024));
+  app.add_option("--seed", o.seed, "seed of initialisation, shuffling and augmentation")->check(kNonNegative);
+  app.add_option("--log-interval", o.log_interval, "steps between loss reports")->check(kPositive);
+  app.add_option("--threads", o.threads, "CPU threads (OpenMP and OpenBLAS)")->check(finite_in(1, 1024, false, "[1, 1024]"));
   app.add_option("--metrics", o.metrics, "write JSON-lines metrics to this file");
   app.add_option("--save", o.save, "write a checkpoint (safetensors) here after every epoch");
   app.add_option("--resume", o.resume, "continue training from this checkpoint")->check(CLI::ExistingFile);

@@ -1,0 +1,179 @@
+// test_cli.cpp — the command line of build/bin/mox-cifar10, run as a child process.
+//
+// The binary is found next to the test binary (/proc/self/exe → same directory). Checked:
+// --help exits 0 and lists the options; usage errors (unknown flag, stray argument, bad
+// values including nan/inf, a --resume file that does not exist) exit 2 with a message
+// naming the option; runtime errors exit 1 with a message: a missing data directory (naming
+// it and `make data`), a CIFAR file of the wrong size (naming the file and both sizes, from
+// a small fake directory written by the test), and — when MOX_DATA holds CIFAR-10 — a
+// corrupt --resume checkpoint (naming it). No run that fails leaves a --metrics or --save
+// file behind. Training itself is covered by test_cifar10_e2e.cpp (a real epoch is too
+// slow for a unit test).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path cli_binary() {
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::path() : self.parent_path() / "mox-cifar10";
+}
+
+// Single-quotes a string for /bin/sh.
+std::string sh_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+struct Result {
+  int code = -1;        // exit status, or -1 when it did not exit normally
+  std::string output;   // stdout and stderr together
+};
+
+Result run(const std::string& args) {
+  Result r;
+  const std::string cmd = sh_quote(cli_binary().string()) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) {
+    r.output = std::string("popen failed: ") + std::strerror(errno);
+    return r;
+  }
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  const int status = pclose(p);
+  if (status != -1 && WIFEXITED(status)) r.code = WEXITSTATUS(status);
+  return r;
+}
+
+#define EXPECT_CONTAINS(text, part) \
+  EXPECT_NE((text).find(part), std::string::npos) << "expected \"" << (part) << "\" in:\n" << (text)
+
+class CifarCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::is_regular_file(cli_binary()))
+      GTEST_SKIP() << cli_binary() << " not found: build it with `make all` (it sits beside mox-tests)";
+    std::string tmpl = (fs::temp_directory_path() / "mox-cli-XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << "mkdtemp " << tmpl << ": " << std::strerror(errno);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  void write_file(const std::string& name, size_t bytes) const {
+    std::ofstream(path(name), std::ios::binary) << std::string(bytes, '\0');
+  }
+  std::string dir_;
+};
+
+TEST_F(CifarCli, HelpExitsZeroAndListsTheOptions) {
+  Result r = run("--help");
+  EXPECT_EQ(r.code, 0) << r.output;
+  for (const char* opt : {"--batch-size", "--data", "--epochs", "--lr", "--optimizer", "--resume", "--save",
+                          "--metrics", "--threads"})
+    EXPECT_CONTAINS(r.output, opt);
+  EXPECT_EQ(run("-h").code, 0);
+}
+
+TEST_F(CifarCli, UsageErrorsExitTwoNamingTheOption) {
+  struct Case { std::string args, expect; };
+  const std::vector<Case> cases = {
+      {"--bogus", "--bogus"},
+      {"stray", "stray"},
+      {"--batch-size 0", "--batch-size"},
+      {"--batch-size -4", "--batch-size"},
+      {"--epochs abc", "--epochs"},
+      {"--optimizer rmsprop", "rmsprop"},
+      {"--lr -1", "--lr"},
+      {"--lr 0", "--lr"},
+      {"--lr nan", "--lr"},
+      {"--lr inf", "--lr"},
+      {"--momentum 1.5", "--momentum"},
+      {"--momentum nan", "--momentum"},
+      {"--weight-decay -0.1", "--weight-decay"},
+      {"--schedule step", "--schedule"},
+      {"--threads 0", "--threads"},
+      {"--seed -1", "--seed"},
+      {"--batch-size", "--batch-size"},   // value missing
+  };
+  for (const Case& c : cases) {
+    // --data points at a missing directory: had parsing accepted the value, the run would
+    // fail later with exit 1 instead.
+    Result r = run(c.args + " --data " + sh_quote(path("nothing-here")));
+    EXPECT_EQ(r.code, 2) << c.args << ":\n" << r.output;
+    EXPECT_CONTAINS(r.output, c.expect);
+    EXPECT_CONTAINS(r.output, "--help");
+  }
+}
+
+TEST_F(CifarCli, ResumeOfAMissingFileExitsTwo) {
+  Result r = run("--resume " + sh_quote(path("absent.safetensors")) + " --data " + sh_quote(path("no-data")));
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_CONTAINS(r.output, "--resume");
+  EXPECT_CONTAINS(r.output, path("absent.safetensors"));
+}
+
+TEST_F(CifarCli, MissingDataDirExitsOneNamingItAndMakeData) {
+  const std::string data = path("no-such-dir");
+  Result r = run("--data " + sh_quote(data) + " --metrics " + sh_quote(path("m.jsonl")) + " --save " +
+                 sh_quote(path("c.safetensors")));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_CONTAINS(r.output, data);
+  EXPECT_CONTAINS(r.output, "make data");
+  EXPECT_FALSE(fs::exists(path("m.jsonl"))) << "no metrics file for a run that never started";
+  EXPECT_FALSE(fs::exists(path("c.safetensors")));
+}
+
+TEST_F(CifarCli, MissingSplitFileExitsOneNamingIt) {
+  fs::create_directory(path("cifar"));
+  for (int i = 1; i <= 4; ++i) write_file("cifar/data_batch_" + std::to_string(i) + ".bin", 3073);
+  Result r = run("--data " + sh_quote(path("cifar")));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_CONTAINS(r.output, "data_batch_5.bin");
+  EXPECT_CONTAINS(r.output, "make data");
+}
+
+TEST_F(CifarCli, WrongSizeDataFileExitsOneNamingTheFileAndSizes) {
+  // Official files hold exactly 10,000 records of 3,073 bytes; these are 100 records.
+  fs::create_directory(path("cifar"));
+  for (int i = 1; i <= 5; ++i) write_file("cifar/data_batch_" + std::to_string(i) + ".bin", 100 * 3073);
+  write_file("cifar/test_batch.bin", 100 * 3073);
+  Result r = run("--data " + sh_quote(path("cifar")) + " --metrics " + sh_quote(path("m.jsonl")));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_CONTAINS(r.output, path("cifar") + "/data_batch_1.bin");
+  EXPECT_CONTAINS(r.output, "307300 bytes");
+  EXPECT_CONTAINS(r.output, "30730000 bytes");
+  EXPECT_FALSE(fs::exists(path("m.jsonl")));
+}
+
+TEST_F(CifarCli, CorruptResumeCheckpointExitsOneNamingIt) {
+  const char* root = std::getenv("MOX_DATA");
+  const std::string data = root && *root ? std::string(root) + "/cifar10" : "";
+  if (data.empty() || !fs::is_regular_file(data + "/test_batch.bin"))
+    GTEST_SKIP() << "needs CIFAR-10 under $MOX_DATA/cifar10 (the data loads before the checkpoint)";
+  std::ofstream(path("bad.safetensors"), std::ios::binary) << "not a safetensors file";
+  Result r = run("--data " + sh_quote(data) + " --resume " + sh_quote(path("bad.safetensors")) + " --metrics " +
+                 sh_quote(path("m.jsonl")) + " --threads 1");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_CONTAINS(r.output, path("bad.safetensors"));
+  EXPECT_FALSE(fs::exists(path("m.jsonl")));
+}
+
+}  // namespace
