@@ -82,6 +82,7 @@ Tensor pow(const Tensor& a, double e) {
   Tensor out = raw::binary_scalar(BinaryOp::pow, a, e);
   if (!needs_grad(a)) return out;
   return record("pow", out, {&a}, [a, e](const Tensor& g) {   // e·a^(e-1)
+    if (e == 0) return Grads{zeros(a.shape(), g.dtype(), g.device())};   // not 0·0^-1 = NaN at a = 0
     Tensor d = raw::binary_scalar(BinaryOp::mul, raw::binary_scalar(BinaryOp::pow, a, e - 1), e);
     return Grads{raw::mul(g, d)};
   });
