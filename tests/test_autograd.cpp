@@ -210,6 +210,31 @@ TEST(AutogradEngine, NodesDoNotKeepTheirOwnOutputAlive) {
   EXPECT_TRUE(out_impl.expired());
 }
 
+TEST(AutogradEngine, DerivativesAtSpecialPoints) {
+  // pow(x, 0) is constant: its derivative is 0 everywhere, 0 included (not 0·0⁻¹ = NaN).
+  Tensor x = leaf({0, 2, -1}, {3});
+  sum(pow(x, 0.0)).backward();
+  EXPECT_EQ(vals(x.grad()), (std::vector<double>{0, 0, 0}));
+  x.set_grad(Tensor());
+  sum(pow(x, 2.0)).backward();
+  EXPECT_EQ(vals(x.grad()), (std::vector<double>{0, 4, -2}));
+  x.set_grad(Tensor());
+  sum(pow(x, 1.0)).backward();
+  EXPECT_EQ(vals(x.grad()), (std::vector<double>{1, 1, 1}));
+  // the documented subgradients: abs and relu give 0 at 0; maximum/minimum send ties to a
+  Tensor z = leaf({0}, {1});
+  sum(add(abs(z), relu(z))).backward();
+  EXPECT_EQ(vals(z.grad()), (std::vector<double>{0}));
+  Tensor a = leaf({1, 2}, {2}), b = leaf({1, 3}, {2});
+  sum(maximum(a, b)).backward();
+  EXPECT_EQ(vals(a.grad()), (std::vector<double>{1, 0}));
+  EXPECT_EQ(vals(b.grad()), (std::vector<double>{0, 1}));
+  // max along a dim with ties: the first maximal element gets the gradient
+  Tensor m = leaf({5, 5, 1}, {3});
+  max(m, 0).backward();
+  EXPECT_EQ(vals(m.grad()), (std::vector<double>{1, 0, 0}));
+}
+
 TEST(AutogradEngine, IntegerOutputsNeverRequireGrad) {
   Tensor x = leaf({1, 3, 2}, {3});
   EXPECT_FALSE(argmax(x, 0).requires_grad());
