@@ -561,6 +561,16 @@ TEST(Random, UniformMomentsAndRange) {
     finer_than_f32 = finer_than_f32 || double(float(x)) != x;
   }
   EXPECT_TRUE(finer_than_f32) << "f64 uniforms should use 53 random bits";
+  // 16-bit floats: rounding 1 − 2^-24 to f16/bf16 gives 1; draws must still stay below high.
+  for (DType dt : {DType::f16, DType::bf16}) {
+    for (auto [lo, hi] : std::vector<std::pair<double, double>>{{0, 1}, {-1, 0}, {2, 5}}) {
+      Generator h(41);
+      std::vector<double> d = vals(raw::uniform({300000}, lo, hi, dt, Device::cpu(), &h));
+      double mx = lo;
+      for (double x : d) { ASSERT_GE(x, lo); mx = std::max(mx, x); }
+      EXPECT_LT(mx, hi) << dtype_name(dt) << " [" << lo << ", " << hi << ")";
+    }
+  }
   Tensor in_place = zeros({4, 5}, DType::f64);
   raw::uniform_(in_place, -1, 1, &g);
   for (double x : vals(in_place)) EXPECT_TRUE(x >= -1 && x < 1);
