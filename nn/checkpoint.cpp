@@ -44,17 +44,16 @@ Metadata load_checkpoint(const std::string& path, Module& model, optim::Optimize
     else user[k] = v;
   }
   try {
-    if (optimizer)
-      MOX_CHECK(!optim_state.meta.empty(), "it holds no optimizer state (saved model-only?); load it "
-                "without an optimizer");
-    // All or nothing: both loads validate before they change anything, and the model is
-    // put back if the optimizer's state turns out not to fit after the model was loaded.
+    // All or nothing: model.load_state_dict validates before it changes anything, and the
+    // model is put back if the optimizer's state is absent or does not fit.
     NamedTensors backup;
     if (optimizer)
       for (auto& [name, t] : model.state_dict()) backup.emplace_back(name, raw::clone(t));
     model.load_state_dict(model_state);
     if (optimizer) {
       try {
+        MOX_CHECK(!optim_state.meta.empty(), "it holds no optimizer state (saved model-only?); load it "
+                  "without an optimizer");
         optimizer->load_state_dict(optim_state);
       } catch (const Error&) {
         model.load_state_dict(backup);

@@ -5,9 +5,9 @@
 // values including nan/inf, a --resume file that does not exist) exit 2 with a message
 // naming the option; runtime errors exit 1 with a message: a missing data directory (naming
 // it and `make data`), a CIFAR file of the wrong size (naming the file and both sizes, from
-// a small fake directory written by the test), and — when MOX_DATA holds CIFAR-10 — a
-// corrupt --resume checkpoint (naming it). No run that fails leaves a --metrics or --save
-// file behind. Training itself is covered by test_cifar10_e2e.cpp (a real epoch is too
+// a small fake directory written by the test), and — when MOX_DATA holds CIFAR-10 — bad
+// --resume checkpoints: corrupt, another architecture, model-only, non-numeric epoch (each
+// naming the file). No run that fails leaves a --metrics or --save file behind. Training itself is covered by test_cifar10_e2e.cpp (a real epoch is too
 // slow for a unit test).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -22,6 +22,11 @@
 #include <fstream>
 #include <string>
 #include <vector>
+
+#include "examples/cifar10/net.h"
+#include "nn/checkpoint.h"
+#include "nn/linear.h"
+#include "nn/optim/sgd.h"
 
 namespace {
 
@@ -163,17 +168,39 @@ TEST_F(CifarCli, WrongSizeDataFileExitsOneNamingTheFileAndSizes) {
   EXPECT_FALSE(fs::exists(path("m.jsonl")));
 }
 
-TEST_F(CifarCli, CorruptResumeCheckpointExitsOneNamingIt) {
+std::string real_data_dir() {
   const char* root = std::getenv("MOX_DATA");
   const std::string data = root && *root ? std::string(root) + "/cifar10" : "";
-  if (data.empty() || !fs::is_regular_file(data + "/test_batch.bin"))
-    GTEST_SKIP() << "needs CIFAR-10 under $MOX_DATA/cifar10 (the data loads before the checkpoint)";
-  std::ofstream(path("bad.safetensors"), std::ios::binary) << "not a safetensors file";
-  Result r = run("--data " + sh_quote(data) + " --resume " + sh_quote(path("bad.safetensors")) + " --metrics " +
-                 sh_quote(path("m.jsonl")) + " --threads 1");
-  EXPECT_EQ(r.code, 1) << r.output;
-  EXPECT_CONTAINS(r.output, path("bad.safetensors"));
-  EXPECT_FALSE(fs::exists(path("m.jsonl")));
+  return !data.empty() && fs::is_regular_file(data + "/test_batch.bin") ? data : "";
+}
+
+TEST_F(CifarCli, BadResumeCheckpointsExitOneNamingTheFile) {
+  const std::string data = real_data_dir();
+  if (data.empty()) GTEST_SKIP() << "needs CIFAR-10 under $MOX_DATA/cifar10 (the data loads before the checkpoint)";
+  using namespace mox;
+  std::ofstream(path("corrupt.safetensors"), std::ios::binary) << "not a safetensors file";
+  {
+    nn::Linear other(4, 2);   // another architecture
+    nn::save_checkpoint(path("other.safetensors"), other, nullptr, {{"epoch", "1"}, {"step", "10"}});
+    cifar10::Net net;
+    nn::save_checkpoint(path("model_only.safetensors"), net, nullptr, {{"epoch", "1"}, {"step", "10"}});
+    optim::Sgd sgd(net.named_parameters());
+    nn::save_checkpoint(path("bad_epoch.safetensors"), net, &sgd, {{"epoch", "one"}, {"step", "10"}});
+    nn::save_checkpoint(path("no_step.safetensors"), net, &sgd, {{"epoch", "1"}});
+  }
+  struct Case { std::string file, expect; };
+  for (const Case& c : std::vector<Case>{{"corrupt.safetensors", ""},
+                                         {"other.safetensors", "'weight'"},
+                                         {"model_only.safetensors", "optimizer"},
+                                         {"bad_epoch.safetensors", "'epoch'"},
+                                         {"no_step.safetensors", "'step'"}}) {
+    Result r = run("--data " + sh_quote(data) + " --resume " + sh_quote(path(c.file)) + " --metrics " +
+                   sh_quote(path("m.jsonl")) + " --threads 1");
+    EXPECT_EQ(r.code, 1) << c.file << ":\n" << r.output;
+    EXPECT_CONTAINS(r.output, path(c.file));
+    EXPECT_CONTAINS(r.output, c.expect);
+    EXPECT_FALSE(fs::exists(path("m.jsonl"))) << c.file;
+  }
 }
 
 }  // namespace

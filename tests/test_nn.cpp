@@ -92,7 +92,7 @@ class Outer : public Module {
 
 // ================================================================================ registration
 
-TEST(Module, NamedParametersAreDottedAndInRegistrationOrder) {
+TEST(NnModule, NamedParametersAreDottedAndInRegistrationOrder) {
   Outer m;
   EXPECT_EQ(names_of(m.named_parameters()),
             (Names{"scale", "block.fc.weight", "block.fc.bias", "block.out.weight", "head.weight", "head.bias"}));
@@ -110,7 +110,7 @@ TEST(Module, NamedParametersAreDottedAndInRegistrationOrder) {
   EXPECT_TRUE(m.named_parameters()[1].second.is_same(m.block->fc->weight));
 }
 
-TEST(Module, SequentialAndModuleListNameChildrenByPosition) {
+TEST(NnModule, SequentialAndModuleListNameChildrenByPosition) {
   auto seq = std::make_shared<Sequential>(
       std::initializer_list<std::shared_ptr<Module>>{std::make_shared<Linear>(4, 3), std::make_shared<ReLU>(),
                                                      std::make_shared<Linear>(3, 2)});
@@ -129,7 +129,7 @@ TEST(Module, SequentialAndModuleListNameChildrenByPosition) {
   expect_error([&] { list.forward(ones({1, 2})); }, {"ModuleList", "forward"});
 }
 
-TEST(Module, RejectsEmptyDottedAndDuplicateNames) {
+TEST(NnModule, RejectsEmptyDottedAndDuplicateNames) {
   Open m;
   m.register_parameter("w", zeros({2}));
   expect_error([&] { m.register_parameter("", zeros({2})); }, {"''", "non-empty"});
@@ -149,7 +149,7 @@ TEST(Module, RejectsEmptyDottedAndDuplicateNames) {
   m.load_state_dict(m.state_dict());   // its own state always loads back
 }
 
-TEST(Module, ParametersRequireGradBuffersDoNot) {
+TEST(NnModule, ParametersRequireGradBuffersDoNot) {
   Outer m;
   for (auto& [n, p] : m.named_parameters()) {
     EXPECT_TRUE(p.requires_grad()) << n;
@@ -158,7 +158,7 @@ TEST(Module, ParametersRequireGradBuffersDoNot) {
   for (auto& [n, b] : m.named_buffers()) EXPECT_FALSE(b.requires_grad()) << n;
 }
 
-TEST(Module, TrainAndEvalReachEveryDescendant) {
+TEST(NnModule, TrainAndEvalReachEveryDescendant) {
   Outer m;
   for (auto& [n, mod] : m.named_modules()) EXPECT_TRUE(mod->is_training()) << n;
   m.eval();
@@ -171,7 +171,7 @@ TEST(Module, TrainAndEvalReachEveryDescendant) {
   for (auto& [n, mod] : m.named_modules()) EXPECT_TRUE(mod->is_training()) << n;
 }
 
-TEST(Module, ZeroGradZeroesEveryGradientInPlace) {
+TEST(NnModule, ZeroGradZeroesEveryGradientInPlace) {
   Block b;
   Tensor loss = sum(b.forward(full({5, 3}, 0.5)));
   loss.backward();
@@ -188,7 +188,7 @@ TEST(Module, ZeroGradZeroesEveryGradientInPlace) {
   EXPECT_FALSE(fresh.weight.grad().defined());
 }
 
-TEST(Module, ToCpuIsANoOpAndToF64ConvertsInPlace) {
+TEST(NnModule, ToCpuIsANoOpAndToF64ConvertsInPlace) {
   Linear lin(3, 2);
   const void* data = lin.weight.raw_data();
   const std::vector<double> before = vals(lin.weight);
@@ -208,7 +208,7 @@ TEST(Module, ToCpuIsANoOpAndToF64ConvertsInPlace) {
 
 // ================================================================================ load_state_dict
 
-TEST(Module, LoadStateDictCopiesValuesIntoTheLiveTensors) {
+TEST(NnModule, LoadStateDictCopiesValuesIntoTheLiveTensors) {
   Outer a, b;
   NamedTensors src;
   double v = 0.25;
@@ -231,7 +231,7 @@ TEST(Module, LoadStateDictCopiesValuesIntoTheLiveTensors) {
   EXPECT_EQ(vals(b.head->bias), vals(a.head->bias));
 }
 
-TEST(Module, LoadStateDictIsStrictAndNamesTheKey) {
+TEST(NnModule, LoadStateDictIsStrictAndNamesTheKey) {
   Outer m;
   const NamedTensors good = m.state_dict();
   auto without = [&](const std::string& key) {
@@ -258,7 +258,7 @@ TEST(Module, LoadStateDictIsStrictAndNamesTheKey) {
                {"'head.bias'", "f64", "f32"});
 }
 
-TEST(Module, FailedLoadStateDictChangesNothing) {
+TEST(NnModule, FailedLoadStateDictChangesNothing) {
   Outer m;
   const std::vector<double> w0 = vals(m.block->fc->weight), s0 = vals(m.scale);
   NamedTensors bad;
@@ -291,7 +291,7 @@ void expect_uniform(const Tensor& t, double bound, const std::string& what) {
   }
 }
 
-TEST(Init, LinearUsesPyTorchDefaultBounds) {
+TEST(NnInit, LinearUsesPyTorchDefaultBounds) {
   manual_seed(7);
   Linear fc(400, 120);   // the Net's fc1: 48,000 weights
   const double bound = 1.0 / std::sqrt(400.0);
@@ -306,7 +306,7 @@ TEST(Init, LinearUsesPyTorchDefaultBounds) {
   EXPECT_EQ(names_of(nobias.named_parameters()), (Names{"weight"}));
 }
 
-TEST(Init, Conv2dUsesFanInOfChannelsTimesKernel) {
+TEST(NnInit, Conv2dUsesFanInOfChannelsTimesKernel) {
   manual_seed(8);
   Conv2d conv(16, 32, 5);   // fan_in 400, 12,800 weights
   EXPECT_EQ(init::fan_in(conv.weight), 16 * 5 * 5);
@@ -317,7 +317,7 @@ TEST(Init, Conv2dUsesFanInOfChannelsTimesKernel) {
   expect_uniform(wide.bias, 1.0 / std::sqrt(1000.0), "bias");
 }
 
-TEST(Init, GeneratorMakesInitReproducible) {
+TEST(NnInit, GeneratorMakesInitReproducible) {
   Generator g1(42), g2(42), g3(43);
   Linear a(8, 4, true, &g1), b(8, 4, true, &g2), c(8, 4, true, &g3);
   EXPECT_EQ(vals(a.weight), vals(b.weight));
@@ -330,7 +330,7 @@ TEST(Init, GeneratorMakesInitReproducible) {
   EXPECT_EQ(vals(d.weight), vals(e.weight));
 }
 
-TEST(Init, RejectsBadSizes) {
+TEST(NnInit, RejectsBadSizes) {
   expect_error([] { Linear(0, 3); }, {"in_features=0"});
   expect_error([] { Conv2d(3, 6, 0); }, {"kernel_size=0"});
   expect_error([] { Conv2d(3, 6, 3, 0); }, {"stride=0"});
@@ -341,7 +341,7 @@ TEST(Init, RejectsBadSizes) {
 
 // ================================================================================ layers
 
-TEST(Linear, ForwardIsXTimesWTransposedPlusB) {
+TEST(NnLinear, ForwardIsXTimesWTransposedPlusB) {
   Linear lin(3, 2);
   lin.load_state_dict({{"weight", from_vector<float>({1, 2, 3, -1, 0.5f, 2}, {2, 3})},
                        {"bias", from_vector<float>({0.5f, -1}, {2})}});
@@ -359,7 +359,7 @@ TEST(Linear, ForwardIsXTimesWTransposedPlusB) {
   EXPECT_EQ(lin.repr(), "Linear(in=3, out=2)");
 }
 
-TEST(Linear, Float64GradcheckOfTheModuleForward) {
+TEST(NnLinear, Float64GradcheckOfTheModuleForward) {
   Generator gen(11);
   Linear lin(4, 3, true, &gen);
   lin.to(DType::f64);
@@ -369,7 +369,7 @@ TEST(Linear, Float64GradcheckOfTheModuleForward) {
                                  {x, lin.weight, lin.bias}));
 }
 
-TEST(Conv2d, Float64GradcheckOfTheModuleForward) {
+TEST(NnConv2d, Float64GradcheckOfTheModuleForward) {
   Generator gen(13);
   Conv2d conv(2, 3, 3, /*stride=*/2, /*padding=*/1, true, &gen);
   conv.to(DType::f64);
@@ -378,7 +378,7 @@ TEST(Conv2d, Float64GradcheckOfTheModuleForward) {
                                  {x, conv.weight, conv.bias}));
 }
 
-TEST(Conv2d, OutputShapes) {
+TEST(NnConv2d, OutputShapes) {
   manual_seed(1);
   EXPECT_EQ(Conv2d(3, 6, 5).forward(zeros({4, 3, 32, 32})).shape(), (Shape{4, 6, 28, 28}));
   EXPECT_EQ(Conv2d(3, 8, 3, 1, 1).forward(zeros({2, 3, 32, 32})).shape(), (Shape{2, 8, 32, 32}));
@@ -388,7 +388,7 @@ TEST(Conv2d, OutputShapes) {
   EXPECT_EQ(Conv2d(3, 6, 5).repr(), "Conv2d(3, 6, kernel=5, stride=1, padding=0)");
 }
 
-TEST(MaxPool2d, OutputShapesAndValues) {
+TEST(NnMaxPool2d, OutputShapesAndValues) {
   EXPECT_EQ(MaxPool2d(2, 2).forward(zeros({4, 6, 28, 28})).shape(), (Shape{4, 6, 14, 14}));
   EXPECT_EQ(MaxPool2d(2).forward(zeros({4, 16, 10, 10})).shape(), (Shape{4, 16, 5, 5}));   // stride = kernel
   EXPECT_EQ(MaxPool2d(2).forward(zeros({1, 1, 5, 5})).shape(), (Shape{1, 1, 2, 2}));      // floor
@@ -398,7 +398,7 @@ TEST(MaxPool2d, OutputShapesAndValues) {
   EXPECT_EQ(vals(MaxPool2d(2).forward(x)), (std::vector<double>{5, 8, 7, 9}));
 }
 
-TEST(Net, TutorialNetShapesAndParameterCount) {
+TEST(CifarNet, TutorialNetShapesAndParameterCount) {
   manual_seed(3);
   cifar10::Net net;
   EXPECT_EQ(net.forward(zeros({3, 3, 32, 32})).shape(), (Shape{3, 10}));
@@ -409,7 +409,7 @@ TEST(Net, TutorialNetShapesAndParameterCount) {
                    "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"}));
 }
 
-TEST(Dropout, EvalModeIsTheIdentity) {
+TEST(NnDropout, EvalModeIsTheIdentity) {
   Dropout d(0.5);
   d.eval();
   Tensor x = full({100}, 3.0);
@@ -419,7 +419,7 @@ TEST(Dropout, EvalModeIsTheIdentity) {
   EXPECT_EQ(vals(zero.forward(x)), vals(x));
 }
 
-TEST(Dropout, TrainModeDropsAboutPAndScalesTheRest) {
+TEST(NnDropout, TrainModeDropsAboutPAndScalesTheRest) {
   for (double p : {0.1, 0.5, 0.8}) {
     Generator gen(100);
     Dropout d(p, &gen);
@@ -436,7 +436,7 @@ TEST(Dropout, TrainModeDropsAboutPAndScalesTheRest) {
   }
 }
 
-TEST(Dropout, SameSeedSameMaskAndGradientUsesTheMask) {
+TEST(NnDropout, SameSeedSameMaskAndGradientUsesTheMask) {
   Generator g1(9), g2(9);
   Dropout a(0.3, &g1), b(0.3, &g2);
   Tensor x = full({1000}, 1.0);
@@ -451,7 +451,7 @@ TEST(Dropout, SameSeedSameMaskAndGradientUsesTheMask) {
   EXPECT_EQ(vals(leaf.grad()), ma) << "d(sum)/dx is the scaled mask";
 }
 
-TEST(Flatten, FlattensAllButTheBatchDimByDefault) {
+TEST(NnFlatten, FlattensAllButTheBatchDimByDefault) {
   Tensor x = arange(0, 120, 1, DType::f32).reshape({2, 3, 4, 5});
   Tensor y = Flatten().forward(x);
   EXPECT_EQ(y.shape(), (Shape{2, 60}));
@@ -461,7 +461,7 @@ TEST(Flatten, FlattensAllButTheBatchDimByDefault) {
   EXPECT_EQ(Flatten(-2).forward(x).shape(), (Shape{2, 3, 20}));
 }
 
-TEST(Activations, ModulesApplyTheirFunction) {
+TEST(NnActivations, ModulesApplyTheirFunction) {
   Tensor x = from_vector<float>({-2, -0.5f, 0, 1.5f}, {4});
   EXPECT_EQ(vals(ReLU().forward(x)), (std::vector<double>{0, 0, 0, 1.5}));
   EXPECT_EQ(vals(Tanh().forward(x)), vals(tanh(x)));
@@ -470,7 +470,7 @@ TEST(Activations, ModulesApplyTheirFunction) {
   EXPECT_EQ(vals(GELU(true).forward(x)), vals(gelu(x, true)));
 }
 
-TEST(Module, ToStringPrintsTheTree) {
+TEST(NnModule, ToStringPrintsTheTree) {
   Block b;
   const std::string s = b.to_string();
   EXPECT_NE(s.find("(fc): Linear(in=3, out=4)"), std::string::npos) << s;
