@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 
@@ -69,6 +70,14 @@ Options parse_options(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::cerr << "mox-cifar10: " << e.what() << "\nRun with --help for usage.\n";
     std::exit(2);
+  }
+  // A checkpoint path whose directory is missing would only fail after the first epoch.
+  if (!o.save.empty()) {
+    const std::filesystem::path dir = std::filesystem::path(o.save).parent_path();
+    if (!dir.empty() && !std::filesystem::is_directory(dir)) {
+      std::cerr << "mox-cifar10: --save: directory '" << dir.string() << "' does not exist\n";
+      std::exit(2);
+    }
   }
   return o;
 }
