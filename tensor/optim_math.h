@@ -36,7 +36,22 @@ inline SgdCoeffs<T> sgd_coeffs(const SgdHyper& h) {
           h.first_step};
 }
 
-// One element. `buf` is the momentum buffer, null when momentum is 0.
+// One element, with the loop-invariant choices as template flags so a CPU loop over
+// elements has no branches and vectorises: kWd (weight decay ≠ 0), kMomentum (a momentum
+// buffer exists), kNesterov, kFirst (first step: the buffer starts as the gradient).
+template <typename T, bool kWd, bool kMomentum, bool kNesterov, bool kFirst>
+MOX_HD inline void sgd_update_fixed(T& p, T g, T* buf, const SgdCoeffs<T>& c) {
+  T d = g;
+  if (kWd) d = d + c.weight_decay * p;
+  if (kMomentum) {
+    T b = kFirst ? d : *buf * c.momentum + c.one_minus_dampening * d;
+    *buf = b;
+    d = kNesterov ? d + c.momentum * b : b;
+  }
+  p = p - c.lr * d;
+}
+
+// One element with run-time choices. `buf` is the momentum buffer, null when momentum is 0.
 template <typename T>
 MOX_HD inline void sgd_update(T& p, T g, T* buf, const SgdCoeffs<T>& c) {
   T d = g;
@@ -77,16 +92,26 @@ inline AdamCoeffs<T> adam_coeffs(const AdamHyper& h) {
 }
 
 // One element: p the param, g its gradient, m and v the first and second moments.
-template <typename T>
-MOX_HD inline void adam_update(T& p, T g, T& m, T& v, const AdamCoeffs<T>& c) {
-  if (c.decay != T(1)) p = p * c.decay;
-  if (c.weight_decay != T(0)) g = g + c.weight_decay * p;
+// kDecay: AdamW's decoupled decay (c.decay ≠ 1); kWd: Adam's L2 term (c.weight_decay ≠ 0).
+template <typename T, bool kDecay, bool kWd>
+MOX_HD inline void adam_update_fixed(T& p, T g, T& m, T& v, const AdamCoeffs<T>& c) {
+  if (kDecay) p = p * c.decay;
+  if (kWd) g = g + c.weight_decay * p;
   // m = lerp(m, g, w) with w = 1-β1, in torch.lerp's two-sided form.
   T w = c.one_minus_beta1;
   m = w < T(0.5) ? m + w * (g - m) : g - (g - m) * (T(1) - w);
   v = v * c.beta2 + c.one_minus_beta2 * g * g;
   T denom = optim_sqrt(v) / c.bc2_sqrt + c.eps;
   p = p - c.step_size * m / denom;
+}
+
+template <typename T>
+MOX_HD inline void adam_update(T& p, T g, T& m, T& v, const AdamCoeffs<T>& c) {
+  const bool decay = c.decay != T(1), wd = c.weight_decay != T(0);
+  if (decay && wd) adam_update_fixed<T, true, true>(p, g, m, v, c);
+  else if (decay) adam_update_fixed<T, true, false>(p, g, m, v, c);
+  else if (wd) adam_update_fixed<T, false, true>(p, g, m, v, c);
+  else adam_update_fixed<T, false, false>(p, g, m, v, c);
 }
 
 }  // namespace mox::optim

@@ -12,31 +12,50 @@ namespace mox {
 namespace {
 
 // Below this many elements the OpenMP fork costs more than the update.
-constexpr int64_t kParallelMin = 1 << 15;
+constexpr int64_t kParallelMin = 1 << 18;   // memory-bound: threads pay only for large params
+
+// Calls f(std::bool_constant<b>{}), turning a run-time flag into a template argument.
+template <typename F> void with_flag(bool b, F&& f) {
+  if (b) f(std::true_type{});
+  else f(std::false_type{});
+}
 
 template <typename T>
 void sgd_kernel(const Tensor& param, const Tensor& grad, const Tensor* momentum_buf,
                 const SgdHyper& h) {
   const optim::SgdCoeffs<T> c = optim::sgd_coeffs<T>(h);
-  T* p = param.data<T>();
-  const T* g = grad.data<T>();
-  T* buf = momentum_buf ? momentum_buf->data<T>() : nullptr;
+  T* __restrict p = param.data<T>();
+  const T* __restrict g = grad.data<T>();
+  T* __restrict buf = momentum_buf ? momentum_buf->data<T>() : nullptr;
   const int64_t n = param.numel();
+  with_flag(c.weight_decay != T(0), [&](auto wd) {
+    with_flag(buf != nullptr, [&](auto mom) {
+      with_flag(c.nesterov, [&](auto nest) {
+        with_flag(c.first_step, [&](auto first) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) optim::sgd_update(p[i], g[i], buf ? buf + i : nullptr, c);
+          for (int64_t i = 0; i < n; ++i)
+            optim::sgd_update_fixed<T, wd(), mom(), nest(), first()>(p[i], g[i], buf + (mom() ? i : 0), c);
+        });
+      });
+    });
+  });
 }
 
 template <typename T>
 void adam_kernel(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                  const Tensor& exp_avg_sq, const AdamHyper& h) {
   const optim::AdamCoeffs<T> c = optim::adam_coeffs<T>(h);
-  T* p = param.data<T>();
-  const T* g = grad.data<T>();
-  T* m = exp_avg.data<T>();
-  T* v = exp_avg_sq.data<T>();
+  T* __restrict p = param.data<T>();
+  const T* __restrict g = grad.data<T>();
+  T* __restrict m = exp_avg.data<T>();
+  T* __restrict v = exp_avg_sq.data<T>();
   const int64_t n = param.numel();
+  with_flag(c.decay != T(1), [&](auto decay) {
+    with_flag(c.weight_decay != T(0), [&](auto wd) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) optim::adam_update(p[i], g[i], m[i], v[i], c);
+      for (int64_t i = 0; i < n; ++i) optim::adam_update_fixed<T, decay(), wd()>(p[i], g[i], m[i], v[i], c);
+    });
+  });
 }
 
 }  // namespace
