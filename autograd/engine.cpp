@@ -102,6 +102,9 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
     MOX_CHECK(n->backward, "backward: trying to backward through the graph a second time (op '",
               n->op, "'); its saved tensors were freed — call backward(grad, /*retain_graph=*/true) "
               "the first time if you need to");
+    MOX_CHECK(g.shape() == n->out_shape && g.dtype() == n->out_dtype, "internal: op '", n->op,
+              "' received a gradient ", describe(g), " for its output of shape ", n->out_shape, " ",
+              n->out_dtype);
     std::vector<Tensor> input_grads = n->backward(g);
     if (!retain_graph) n->backward = nullptr;
     MOX_CHECK(input_grads.size() == n->edges.size(), "internal: op '", n->op, "' returned ",

@@ -30,7 +30,7 @@ struct Node {
   const char* op = "";         // the op's name, for error messages and anomaly mode
   std::vector<Edge> edges;     // one per input, in the op's argument order
   BackwardFn backward;         // released (empty) after a backward without retain_graph
-  Shape out_shape;             // shape of the output, to validate incoming gradients
+  Shape out_shape;             // shape and dtype of the output: incoming gradients must match
   DType out_dtype = DType::f32;
   uint64_t sequence = 0;       // creation order: a node runs after every node created later
 };
