@@ -209,7 +209,8 @@ GateOutput TopKGate::route_logits(const Tensor& logits) {
   std::vector<double> ce(size_t(E), 0.0);
   const bool first_only = k == 1 || top2;
   for (int64_t s = 0; s < S; ++s)
-    for (int64_t r = 0; r < (first_only ? 1 : k); ++r) ce[size_t(choice[size_t(s * k + r)])] += 1.0 / double(S);
+    for (int64_t r = 0; r < (first_only ? 1 : k); ++r) ce[size_t(choice[size_t(s * k + r)])] += 1.0;
+  for (double& c : ce) c /= double(S);
   Tensor me = mean(probs, {0});   // (E)
   const double scale = first_only ? double(E) : double(E) / double(k);
   out.l_aux = mul(sum(mul(me, from_doubles(ce, {E}, dt))), scale);
