@@ -95,7 +95,7 @@ TEST(MoeGate, ReproducesDeepSpeedTop2Decisions) {
   std::vector<int64_t> tok = p.token.to_vector<int64_t>();
   std::vector<float> w = p.weight.to_vector<float>();
   for (size_t i = 0; i < tok.size(); ++i)
-    if (tok[i] == 0) EXPECT_FLOAT_EQ(w[i], 1.0f);
+    if (tok[i] == 0) { EXPECT_FLOAT_EQ(w[i], 1.0f); }
 }
 
 TEST(MoeGate, ReproducesDeepSpeedTop3PositionDecisions) {
@@ -125,6 +125,15 @@ TEST(MoeGate, Top3ProbsRanksByProbabilityNotLogit) {
   EXPECT_NE(triples(g), deepspeed);
   // k>2 with the standard policy is `probs`.
   EXPECT_EQ(triples(ds_route(kDsLogits4x6, 6, 3, DropPolicy::standard, 1.0f)), ours);
+  // The worked example of moe/README.md: weights renormalised over the surviving experts and
+  // l_aux = (E²/k)·mean_e(me·ce).
+  std::vector<int64_t> tok = g.token.to_vector<int64_t>(), exp = g.expert.to_vector<int64_t>();
+  std::vector<float> w = g.weight.to_vector<float>();
+  for (size_t i = 0; i < tok.size(); ++i) {
+    if (tok[i] == 0) { EXPECT_NEAR(w[i], exp[i] == 2 ? 0.4145 : 0.5855, 1e-4); }
+    if (tok[i] == 3) { EXPECT_NEAR(w[i], exp[i] == 0 ? 0.4670 : 0.5330, 1e-4); }
+  }
+  EXPECT_NEAR(g.l_aux.item<float>(), 1.02228, 1e-5);
 }
 
 // ============================================================================ gate: formulas
@@ -145,7 +154,7 @@ TEST(MoeGate, CapacityIsHandComputed) {
   EXPECT_EQ(cap(4, 2, 1.5, 1.0, 0, 10, true), 8);     // ceil(2·10/4·1.5) = ceil(7.5)
   EXPECT_EQ(cap(4, 2, 1.0, 2.0, 0, 10, false), 10);   // eval factor: ceil(2·10/4·2)
   EXPECT_EQ(cap(6, 3, 1.0, 1.0, 1, 4, true), 2);      // ceil(3·4/6) = 2 exactly
-  EXPECT_EQ(cap(3, 1, 0.3, 1.0, 0, 10, true), 1);     // ceil(1.0000000000000002)? no: 10·0.3/3 = 1
+  EXPECT_EQ(cap(3, 1, 0.3, 1.0, 0, 10, true), 1);     // (1·10·0.3)/3 = 1; (10/3)·0.3 would round to 1+ulp
 }
 
 TEST(MoeGate, LauxWeightsAndZLossAreHandComputed) {
@@ -211,7 +220,7 @@ TEST(MoeGate, Top2SecondChoicesQueueBehindFirstChoices) {
   std::vector<int64_t> tok = g.token.to_vector<int64_t>();
   std::vector<float> w = g.weight.to_vector<float>();
   for (size_t i = 0; i < tok.size(); ++i)
-    if (tok[i] == 1) EXPECT_FLOAT_EQ(w[i], 1.0f);   // t1 lost its second choice
+    if (tok[i] == 1) { EXPECT_FLOAT_EQ(w[i], 1.0f); }   // t1 lost its second choice
 }
 
 TEST(MoeGate, ExpCountsSumToSkAndDropsAreAccounted) {
@@ -232,8 +241,8 @@ TEST(MoeGate, ExpCountsSumToSkAndDropsAreAccounted) {
       EXPECT_EQ(sum, 24 * k) << "k=" << k;
       EXPECT_EQ(kept, g.token.numel());
       EXPECT_EQ(g.dropped, 24 * k - kept);
-      if (f == 0.5 && k < 6) EXPECT_GT(g.dropped, 0) << "k=" << k;
-      if (f == 4.0) EXPECT_EQ(g.dropped, 0) << "k=" << k;
+      if (f == 0.5 && k < 6) { EXPECT_GT(g.dropped, 0) << "k=" << k; }
+      if (f == 4.0) { EXPECT_EQ(g.dropped, 0) << "k=" << k; }
     }
   }
 }
@@ -312,6 +321,31 @@ TEST(MoeGate, NoiseOnlyInTraining) {
   }
 }
 
+TEST(MoeGate, Top2SecondExpertSamplingOnlyInTraining) {
+  Generator gen(13);
+  Tensor logits = raw::normal({64, 4}, 0, 1, DType::f32, Device::cpu(), &gen);
+  auto second = [&](bool sampling, bool training, uint64_t seed) {
+    GateConfig c = gate_config(4, 2);
+    c.drop_tokens = false;
+    c.top2_2nd_expert_sampling = sampling;
+    c.seed = seed;
+    TopKGate g(4, c);
+    g.train(training);
+    GateOutput o = g.route_logits(logits);
+    // Slots of expert e: first choices first, so a token's second choice is its other entry.
+    std::vector<int64_t> tok = o.token.to_vector<int64_t>(), exp = o.expert.to_vector<int64_t>();
+    std::vector<int64_t> first = raw::argmax(logits, 1).to_vector<int64_t>(), sec(64, -1);
+    for (size_t i = 0; i < tok.size(); ++i)
+      if (exp[i] != first[size_t(tok[i])]) sec[size_t(tok[i])] = exp[i];
+    return sec;
+  };
+  const std::vector<int64_t> plain = second(false, true, 1);
+  for (int64_t e : plain) EXPECT_GE(e, 0);   // never the first choice again
+  EXPECT_NE(second(true, true, 1), plain);
+  EXPECT_EQ(second(true, true, 1), second(true, true, 1));
+  EXPECT_EQ(second(true, false, 1), plain);   // eval: deterministic, no noise
+}
+
 TEST(MoeGate, InvalidConfigurationsNameTheValues) {
   auto make = [](GateConfig c) { return [c] { TopKGate g(4, c); }; };
   GateConfig c = gate_config(4, 5);
@@ -351,6 +385,16 @@ TEST(MoeGate, InvalidConfigurationsNameTheValues) {
   mc.ep_size = 3;
   EXPECT_NE(error_of([&] { MoE m(4, lin, mc); }).find("num_experts=4 must be a positive multiple of ep_size=3"),
             std::string::npos);
+  // Expert factories that return null or different architectures.
+  EXPECT_NE(error_of([] { Experts e([] { return std::shared_ptr<nn::Module>(); }, 2, "g"); }).find("returned null for expert 0"),
+            std::string::npos);
+  int64_t calls = 0;
+  auto growing = [&calls] { ++calls; return std::make_shared<nn::Linear>(4, 4 + calls); };
+  EXPECT_NE(error_of([&] { Experts e(growing, 2, "g"); }).find("expert 1 built by the factory differs from expert 0"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { MoE m(4, lin, mc); }).find("ep_size=3"), std::string::npos);
+  MoE ok(4, lin, [] { MoEConfig m; m.gate = gate_config(2, 1); return m; }());
+  EXPECT_NE(error_of([&] { ok.forward_moe(zeros({8, 5})); }).find("last dim of hidden=4"), std::string::npos);
 }
 
 // ============================================================================ layer
@@ -554,7 +598,7 @@ TEST(MoeLayer, MatchesDenseReferenceInOutputAndGradients) {
       Dense d = dense_moe(*moe, x);
       Grads gd = grads_of(*moe, x, d.out, d.l_aux, w);
       EXPECT_EQ(o.routing.dropped, d.dropped);
-      if (c.drop && c.f < 1) EXPECT_GT(o.routing.dropped, 0);
+      if (c.drop && c.f < 1) { EXPECT_GT(o.routing.dropped, 0); }
       std::vector<float> oi = o.output.to_vector<float>(), od = d.out.to_vector<float>();
       ASSERT_EQ(gi.g.size(), gd.g.size());
       if (c.k == 1) {
