@@ -95,6 +95,8 @@ GateOutput TopKGate::route_logits(const Tensor& logits) {
   MOX_CHECK(!cfg_.drop_tokens || S >= cfg_.min_capacity, "TopKGate: ", S,
             " tokens are fewer than min_capacity=", cfg_.min_capacity,
             ", so the capacity would exceed the batch; lower min_capacity or route more tokens");
+  MOX_CHECK(raw::all_finite(logits), "TopKGate: the router logits ", describe(logits),
+            " contain NaN or inf (diverged input or router weights); no routing is defined");
   const bool training = is_training();
   const bool top2 = k == 2 && cfg_.drop_policy == DropPolicy::standard;   // GShard/DeepSpeed top-2
   const DropPolicy policy = k > 2 && cfg_.drop_policy == DropPolicy::standard ? DropPolicy::probs

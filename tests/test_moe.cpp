@@ -376,6 +376,9 @@ TEST(MoeGate, InvalidConfigurationsNameTheValues) {
   EXPECT_NE(error_of([&] { g.route(zeros({3, 4})); }).find("3 tokens are fewer than min_capacity=8"),
             std::string::npos);
   EXPECT_NE(error_of([&] { g.route(zeros({3, 5})); }).find("hidden=4"), std::string::npos);
+  TopKGate g2(4, gate_config(2, 1));
+  EXPECT_NE(error_of([&] { g2.route_logits(from_vector<float>({0, NAN, 1, 2, 3, 4, 5, 6}, {4, 2})); }).find("NaN or inf"),
+            std::string::npos);
   // Expert parallelism is not there yet.
   MoEConfig mc;
   mc.gate = gate_config(4, 1);
