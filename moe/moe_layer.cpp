@@ -3,14 +3,15 @@
 
 namespace mox::moe {
 
-MoE::MoE(int64_t hidden, const ExpertFactory& expert, const MoEConfig& cfg) : cfg_(cfg), hidden_(hidden) {
+MoE::MoE(int64_t hidden, const ExpertFactory& expert, const MoEConfig& cfg, std::shared_ptr<Generator> gen)
+    : cfg_(cfg), hidden_(hidden) {
   const int64_t E = cfg.gate.num_experts;
   MOX_CHECK(cfg.ep_size >= 1, "MoE: ep_size=", cfg.ep_size, " must be at least 1");
   MOX_CHECK(E >= 1 && E % cfg.ep_size == 0, "MoE: num_experts=", E,
             " must be a positive multiple of ep_size=", cfg.ep_size);
   MOX_CHECK(cfg.ep_size == 1, "MoE: ep_size=", cfg.ep_size,
             " needs expert-parallel process groups, which mox does not provide yet; use ep_size=1");
-  gate = register_module("gate", std::make_shared<TopKGate>(hidden, cfg.gate));
+  gate = register_module("gate", std::make_shared<TopKGate>(hidden, cfg.gate, std::move(gen)));
   experts = register_module("experts",
                             std::make_shared<Experts>(expert, E / cfg.ep_size, str("ep_size_", cfg.ep_size)));
   if (cfg.use_residual) {

@@ -38,8 +38,12 @@ struct MoEOutput {
 class MoE : public nn::Module {
  public:
   // `expert` builds one expert mapping (n, hidden) → (n, hidden); it is called
-  // num_experts / ep_size times (+1 for the residual MLP). Throws on invalid configurations.
-  MoE(int64_t hidden, const ExpertFactory& expert, const MoEConfig& cfg);
+  // num_experts / ep_size times (+1 for the residual MLP). `gen` is the gate's generator
+  // (RTS, Gumbel, jitter draws); null: the gate owns one seeded with cfg.gate.seed — give
+  // each layer of a model its own seed, or share one generator, so that layers do not draw
+  // the same numbers. Throws on invalid configurations.
+  MoE(int64_t hidden, const ExpertFactory& expert, const MoEConfig& cfg,
+      std::shared_ptr<Generator> gen = nullptr);
 
   MoEOutput forward_moe(const Tensor& x);
   // forward_moe(x).output (for Sequential); the rest of that call is kept in last().

@@ -260,6 +260,15 @@ TEST(MoeGate, SameSeedSameDrops) {
   };
   EXPECT_EQ(route(7, true), route(7, true));
   EXPECT_NE(route(7, true), route(8, true));
+  // A shared generator: two gates draw consecutive numbers, not the same ones.
+  auto shared = std::make_shared<Generator>(7);
+  GateConfig cs = gate_config(4, 1);
+  cs.capacity_factor = 0.5;
+  cs.min_capacity = 0;
+  TopKGate a(4, cs, shared), b(4, cs, shared);
+  EXPECT_EQ(triples(a.route_logits(logits)), route(7, true));
+  EXPECT_NE(triples(b.route_logits(logits)), route(7, true));
+  EXPECT_EQ(shared->offset(), 80u);   // one uniform per token per call
   // Without RTS: first-come, i.e. the kept tokens of each expert are its earliest ones.
   GateConfig c = gate_config(4, 1);
   c.capacity_factor = 0.5;
