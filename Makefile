@@ -40,7 +40,7 @@ CXXFLAGS += -std=c++17 $(OPT) -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -
 LDLIBS   += -fopenmp -lopenblas -lpthread
 
 # ---------------------------------------------------------------- sources
-LIB_DIRS := tensor tensor/cpu autograd nn nn/optim datasets
+LIB_DIRS := tensor tensor/cpu autograd nn nn/optim datasets moe
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cpp))
 LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libmox.a
@@ -76,7 +76,7 @@ $(LIB): $(LIB_OBJ)
 
 $(TEST_BIN): $(TEST_OBJ) $(LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $(TEST_OBJ) $(LIB) -o $@ -lgtest -lgtest_main $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $(TEST_OBJ) $(LIB) -o $@ -lgtest $(LDLIBS)
 
 $(CIFAR_BIN): $(CIFAR_OBJ) $(LIB)
 	@mkdir -p $(BIN)
@@ -114,13 +114,13 @@ SHAKESPEARE_URL := https://raw.githubusercontent.com/karpathy/char-rnn/master/da
 data:
 	@mkdir -p data/cifar10 data/tinyshakespeare
 	@if [ -f data/cifar10/test_batch.bin ]; then echo "data: CIFAR-10 already in data/cifar10"; else \
-	  echo "data: downloading CIFAR-10 (binary version, 162 MB)"; \
-	  curl -fL --retry 2 -o data/cifar-10-binary.tar.gz $(CIFAR_URL) \
-	    || { echo "data: cannot download $(CIFAR_URL) — no network? Copy the official cifar-10-binary.tar.gz into data/ and re-run, or point MOX_DATA at a folder that has cifar10/."; exit 1; }; \
+	  if [ ! -f data/cifar-10-binary.tar.gz ]; then echo "data: downloading CIFAR-10 (binary version, 162 MB)"; \
+	  curl -fL --retry 2 -o data/cifar-10-binary.tar.gz.part $(CIFAR_URL) && mv data/cifar-10-binary.tar.gz.part data/cifar-10-binary.tar.gz \
+	    || { rm -f data/cifar-10-binary.tar.gz.part; echo "data: cannot download $(CIFAR_URL) — no network? Copy the official cifar-10-binary.tar.gz into data/ and re-run, or point MOX_DATA at a folder that has cifar10/."; exit 1; }; fi; \
 	  tar -xzf data/cifar-10-binary.tar.gz -C data && mv data/cifar-10-batches-bin/* data/cifar10/ && rmdir data/cifar-10-batches-bin && rm data/cifar-10-binary.tar.gz; fi
 	@if [ -f data/tinyshakespeare/input.txt ]; then echo "data: tiny-Shakespeare already in data/tinyshakespeare"; else \
-	  curl -fL --retry 2 -o data/tinyshakespeare/input.txt $(SHAKESPEARE_URL) \
-	    || { echo "data: cannot download $(SHAKESPEARE_URL) — no network?"; exit 1; }; fi
+	  curl -fL --retry 2 -o data/tinyshakespeare/input.txt.part $(SHAKESPEARE_URL) && mv data/tinyshakespeare/input.txt.part data/tinyshakespeare/input.txt \
+	    || { rm -f data/tinyshakespeare/input.txt.part; echo "data: cannot download $(SHAKESPEARE_URL) — no network? Copy input.txt into data/tinyshakespeare/."; exit 1; }; fi
 
 clean:
 	rm -rf $(BUILD)

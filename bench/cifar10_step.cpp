@@ -5,18 +5,18 @@
 // bench/RESULTS.md). Run: build/bin/mox-cifar10_step [--benchmark_filter=...]; thread
 // count from OMP_NUM_THREADS (the Makefile's bench target sets 2).
 #include <benchmark/benchmark.h>
-#include <cblas.h>
 #include <omp.h>
 
 #include "examples/cifar10/net.h"
 #include "nn/loss.h"
 #include "nn/optim/sgd.h"
+#include "tensor/cpu/threads.h"
 
 namespace {
 
 void BM_Cifar10TrainStep(benchmark::State& state) {
   const int64_t batch = state.range(0);
-  openblas_set_num_threads(omp_get_max_threads());
+  mox::set_num_threads(omp_get_max_threads());
   mox::manual_seed(0);
   mox::cifar10::Net model;
   mox::optim::SgdOptions so;
@@ -41,4 +41,12 @@ BENCHMARK(BM_Cifar10TrainStep)->Arg(4)->Arg(32)->Arg(64)->Unit(benchmark::kMicro
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// The OpenMP wait policy of every mox program (tensor/cpu/threads.h); set
+// OMP_WAIT_POLICY=active to measure GNU OpenMP's spinning default instead.
+int main(int argc, char** argv) {
+  mox::prefer_passive_openmp_wait(argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  return 0;
+}
