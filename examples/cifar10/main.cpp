@@ -3,15 +3,13 @@
 //
 // Exit codes: 0 success, 1 runtime error (missing data, corrupt checkpoint, non-finite
 // loss), 2 usage error.
-#include <cblas.h>
-#include <omp.h>
-
 #include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <algorithm>
 #include <memory>
 
 #include "datasets/cifar10.h"
@@ -24,28 +22,102 @@
 #include "nn/optim/adam.h"
 #include "nn/optim/lr_scheduler.h"
 #include "nn/optim/sgd.h"
+#include "tensor/cpu/threads.h"
 
 namespace mox::cifar10 {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::unique_ptr<optim::Optimizer> make_optimizer(const Options& o, const nn::Module& model) {
-  if (o.optimizer == "sgd") {
-    optim::SgdOptions so;
-    so.lr = o.lr;
-    so.momentum = o.momentum;
-    so.weight_decay = o.weight_decay;
-    return std::make_unique<optim::Sgd>(model.named_parameters(), so);
+// One group "default", or — with --moe-param-group — the non-expert parameters in
+// "default" and each Experts' parameters in a group of their own marked moe (DeepSpeed's
+// split_params_into_different_moe_groups_for_optimizer).
+std::vector<optim::ParamGroup> make_param_groups(const Options& o, const nn::Module& model) {
+  nn::NamedTensors dense, all = model.named_parameters();
+  std::vector<std::pair<std::string, nn::NamedTensors>> expert_groups;
+  std::vector<moe::ExpertParameter> experts = o.moe_param_group ? moe::expert_parameters(model)
+                                                                : std::vector<moe::ExpertParameter>{};
+  for (auto& [name, t] : all) {
+    auto it = std::find_if(experts.begin(), experts.end(), [&](const moe::ExpertParameter& e) { return e.name == name; });
+    if (it == experts.end()) { dense.emplace_back(name, t); continue; }
+    auto g = std::find_if(expert_groups.begin(), expert_groups.end(), [&](auto& eg) { return eg.first == it->group; });
+    if (g == expert_groups.end()) expert_groups.push_back({it->group, {{name, t}}});
+    else g->second.emplace_back(name, t);
   }
-  optim::AdamOptions ao;
-  ao.lr = o.lr;
-  ao.weight_decay = o.weight_decay;
-  if (o.optimizer == "adam") return std::make_unique<optim::Adam>(model.named_parameters(), ao);
-  optim::AdamWOptions wo;
-  static_cast<optim::AdamOptions&>(wo) = ao;
-  return std::make_unique<optim::AdamW>(model.named_parameters(), wo);
+  std::vector<optim::ParamGroup> groups{optim::make_group("default", dense)};
+  for (auto& [group, params] : expert_groups) {
+    groups.push_back(optim::make_group("moe_" + group, params));
+    groups.back().moe = true;
+  }
+  for (auto& g : groups) {
+    g.lr = o.lr;
+    g.weight_decay = o.weight_decay;
+    if (o.optimizer == "sgd") g.momentum = o.momentum;
+  }
+  return groups;
 }
+
+std::unique_ptr<optim::Optimizer> make_optimizer(const Options& o, const nn::Module& model) {
+  std::vector<optim::ParamGroup> groups = make_param_groups(o, model);
+  if (o.optimizer == "sgd") return std::make_unique<optim::Sgd>(std::move(groups));
+  if (o.optimizer == "adam") return std::make_unique<optim::Adam>(std::move(groups));
+  return std::make_unique<optim::AdamW>(std::move(groups));
+}
+
+std::unique_ptr<MoeOptions> make_moe_options(const Options& o) {
+  if (!o.moe) return nullptr;
+  auto m = std::make_unique<MoeOptions>();
+  m->num_experts = o.num_experts;
+  m->gate.k = o.top_k;
+  m->gate.capacity_factor = o.capacity_factor;
+  m->gate.eval_capacity_factor = o.eval_capacity_factor;
+  m->gate.min_capacity = o.min_capacity;
+  m->gate.noisy_gate_policy = moe::parse_noisy_gate_policy(o.noisy_gate_policy);
+  m->gate.seed = o.seed;
+  m->ep_size = o.ep_world_size;
+  m->use_residual = o.mlp_type == "residual";
+  return m;
+}
+
+// Routing statistics of each MoE layer, summed over a log window.
+struct RoutingWindow {
+  std::vector<std::vector<int64_t>> tokens_per_expert;   // [layer][expert], before dropping
+  std::vector<int64_t> dropped, assignments;
+  std::vector<double> l_aux, z_loss;
+  int64_t steps = 0;
+
+  void add(const Net& model) {
+    const size_t L = model.num_moe_layers();
+    if (tokens_per_expert.size() != L) {
+      tokens_per_expert.assign(L, {});
+      dropped.assign(L, 0);
+      assignments.assign(L, 0);
+      l_aux.assign(L, 0);
+      z_loss.assign(L, 0);
+    }
+    for (size_t i = 0; i < L; ++i) {
+      const moe::MoEOutput& out = model.layer(i).last();
+      auto& counts = tokens_per_expert[i];
+      counts.resize(out.exp_counts.size(), 0);
+      for (size_t e = 0; e < counts.size(); ++e) {
+        counts[e] += out.exp_counts[e];
+        assignments[i] += out.exp_counts[e];
+      }
+      dropped[i] += out.routing.dropped;
+      l_aux[i] += out.l_aux.item<double>();
+      z_loss[i] += out.routing.z_loss_unscaled;
+    }
+    ++steps;
+  }
+  void write(examples::MetricsWriter& metrics, int64_t epoch, int64_t step) {
+    for (size_t i = 0; i < tokens_per_expert.size() && steps > 0; ++i)
+      metrics.write({{"split", "routing"}, {"epoch", epoch}, {"step", step}, {"layer", i},
+                     {"tokens_per_expert", tokens_per_expert[i]},
+                     {"dropped_fraction", assignments[i] ? double(dropped[i]) / double(assignments[i]) : 0.0},
+                     {"l_aux", l_aux[i] / double(steps)}, {"z_loss", z_loss[i] / double(steps)}});
+    *this = RoutingWindow{};
+  }
+};
 
 std::unique_ptr<optim::LrSchedule> make_schedule(const Options& o, int64_t total_steps) {
   if (o.schedule == "cosine") {
@@ -109,8 +181,7 @@ Accuracy evaluate(Net& model, data::DataLoader& loader, int64_t num_classes) {
 }
 
 int run(const Options& o) {
-  omp_set_num_threads(int(o.threads));
-  openblas_set_num_threads(int(o.threads));
+  set_num_threads(int(o.threads));
 
   auto train_set = std::make_shared<data::Cifar10>(o.data, true);
   auto test_set = std::make_shared<data::Cifar10>(o.data, false);
@@ -130,7 +201,8 @@ int run(const Options& o) {
   data::DataLoader test_loader(test_set, to);
 
   manual_seed(o.seed);
-  Net model;
+  std::unique_ptr<MoeOptions> moe_options = make_moe_options(o);
+  Net model(moe_options.get());
   std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(o, model);
   const int64_t steps_per_epoch = train_loader.batches_per_epoch();
   std::unique_ptr<optim::LrSchedule> schedule = make_schedule(o, o.epochs * steps_per_epoch);
@@ -152,13 +224,19 @@ int run(const Options& o) {
     train_loader.start_epoch(epoch);
     data::Batch b;
     double running = 0;
+    RoutingWindow routing;
     int64_t in_window = 0, images = 0;
     auto window_start = Clock::now();
     for (int64_t i = 0; train_loader.next(b); ++i, ++step) {
       schedule->apply(*optimizer, step);
       optimizer->zero_grad();
       Tensor loss = nn::cross_entropy(model.forward(b.images), b.labels);
+      for (size_t l = 0; l < model.num_moe_layers(); ++l) {   // DeepSpeed's example drops l_aux; we don't
+        const moe::MoEOutput& out = model.layer(l).last();
+        loss = loss + out.l_aux * o.aux_loss_coef + out.z_loss;
+      }
       loss.backward();
+      if (model.num_moe_layers()) routing.add(model);
       optimizer->step();
       const double l = loss.item<double>();
       if (!std::isfinite(l))
@@ -175,6 +253,7 @@ int run(const Options& o) {
         std::fflush(stdout);
         metrics.write({{"split", "train"}, {"epoch", epoch + 1}, {"step", step + 1},
                        {"loss", running / double(in_window)}, {"lr", optimizer->lr(0)}, {"images_per_s", ips}});
+        routing.write(metrics, epoch + 1, step + 1);
         running = 0;
         in_window = images = 0;
         window_start = Clock::now();
@@ -203,6 +282,7 @@ int run(const Options& o) {
 }  // namespace mox::cifar10
 
 int main(int argc, char** argv) {
+  mox::prefer_passive_openmp_wait(argv);
   mox::cifar10::Options options = mox::cifar10::parse_options(argc, argv);
   try {
     return mox::cifar10::run(options);

@@ -62,6 +62,20 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--metrics", o.metrics, "write JSON-lines metrics to this file");
   app.add_option("--save", o.save, "write a checkpoint (safetensors) here after every epoch");
   app.add_option("--resume", o.resume, "continue training from this checkpoint")->check(CLI::ExistingFile);
+  app.add_flag("--moe", o.moe, "replace fc3 by MoE layers (one per --num-experts entry) and a new fc4");
+  app.add_option("--num-experts", o.num_experts, "experts of each MoE layer, e.g. 2 4 (a pyramid)")
+      ->expected(1, 64)->check(CLI::PositiveNumber);
+  app.add_option("--top-k", o.top_k, "experts per token")->check(finite_in(1, 64, false, "[1, 64]"));
+  app.add_option("--ep-world-size", o.ep_world_size, "expert-parallel world size (1 until distributed training lands)")
+      ->check(finite_in(1, 4096, false, "[1, 4096]"));
+  app.add_option("--noisy-gate-policy", o.noisy_gate_policy, "None | Jitter | RSample")
+      ->check(CLI::IsMember({"None", "Jitter", "RSample"}));
+  app.add_option("--mlp-type", o.mlp_type, "standard | residual (PR-MoE)")->check(CLI::IsMember({"standard", "residual"}));
+  app.add_option("--min-capacity", o.min_capacity, "minimum expert capacity")->check(kNonNegative);
+  app.add_option("--capacity-factor", o.capacity_factor, "capacity factor in training")->check(kPositive);
+  app.add_option("--eval-capacity-factor", o.eval_capacity_factor, "capacity factor in evaluation")->check(kPositive);
+  app.add_option("--aux-loss-coef", o.aux_loss_coef, "weight of the MoE load-balancing loss added to the loss")->check(kNonNegative);
+  app.add_flag("--moe-param-group", o.moe_param_group, "put expert parameters in their own optimizer group");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -71,6 +85,11 @@ Options parse_options(int argc, char** argv) {
     std::cerr << "mox-cifar10: " << e.what() << "\nRun with --help for usage.\n";
     std::exit(2);
   }
+  for (int64_t e : o.num_experts)
+    if (o.top_k > e) {
+      std::cerr << "mox-cifar10: --top-k " << o.top_k << " exceeds --num-experts " << e << "\n";
+      std::exit(2);
+    }
   // A checkpoint path whose directory is missing would only fail after the first epoch.
   if (!o.save.empty()) {
     const std::filesystem::path dir = std::filesystem::path(o.save).parent_path();

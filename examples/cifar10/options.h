@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace mox::cifar10 {
 
@@ -23,6 +24,18 @@ struct Options {
   std::string metrics;           // JSON-lines file
   std::string save;              // checkpoint written after every epoch
   std::string resume;            // checkpoint to continue from
+  // MoE (DeepSpeed's cifar10_deepspeed.py flags)
+  bool moe = false;
+  std::vector<int64_t> num_experts{1};   // one MoE layer per entry
+  int64_t top_k = 1;
+  int64_t ep_world_size = 1;
+  std::string noisy_gate_policy = "None";   // None | Jitter | RSample
+  std::string mlp_type = "standard";        // standard | residual (PR-MoE)
+  int64_t min_capacity = 0;
+  double capacity_factor = 1.0;
+  double eval_capacity_factor = 1.0;
+  double aux_loss_coef = 0.01;   // l_aux of every MoE layer is added to the loss with this weight
+  bool moe_param_group = false;  // expert parameters in their own optimizer group
 };
 
 // Parses argv. On --help prints usage and exits 0; on a bad flag or value prints the
