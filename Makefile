@@ -9,9 +9,16 @@
 #   make clean
 #
 # Options: THREADS=N for run targets, DEBUG=1 (no optimisation), ARCH=x86-64-v3 (default native).
+#
+#   make test SANITIZE=1   everything built with ASan + UBSan (-O1 -g) in build-san/, suite run clean
+#   make fuzz              libFuzzer targets (clang) in build-fuzz/, each run FUZZ_SECONDS (default 60)
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
 
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+BUILD   ?= build-san
+endif
 BUILD   ?= build
 BIN     := $(BUILD)/bin
 CXX     ?= g++
@@ -36,6 +43,25 @@ yesno = $(if $(1),found,not found)
 # ---------------------------------------------------------------- flags
 ARCH    ?= native
 OPT      := $(if $(filter 1,$(DEBUG)),-O0 -g,-O3 -march=$(ARCH) -g1)
+# SANITIZE=1: AddressSanitizer (with LeakSanitizer) + UndefinedBehaviorSanitizer, the first
+# report fatal, plus libstdc++'s bounds assertions (ASan misses an index past size() but
+# within capacity()). The flags are in OPT, so the link lines (which pass CXXFLAGS) get them
+# too. No leak suppressions are needed (OpenMP's and OpenBLAS's pools report nothing).
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -D_GLIBCXX_ASSERTIONS
+SAN_ENV   := $(if $(filter 1,$(SANITIZE)),ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1 \
+             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+ifeq ($(SANITIZE),1)
+OPT      := -O1 -g $(SAN_FLAGS)
+endif
+# stb_image (third party, compiled in datasets/stb_image_impl.cpp) has undefined behaviour
+# that is harmless in practice and that we cannot patch (Debian's header): memcpy(NULL, p, 0)
+# on an empty PNG IDAT chunk, 32-bit shifts by 32 in the JPEG bit reader on corrupt data.
+# Those UBSan checks are off for that one file; ASan and the bounds checks stay on, and the
+# real memory bugs are guarded in datasets/image_guard.cpp. See fuzz/README.md.
+STB_UBSAN_EXCEPTIONS := -fno-sanitize=nonnull-attribute,shift
+ifeq ($(SANITIZE),1)
+$(BUILD)/obj/datasets/stb_image_impl.o: CXXFLAGS += $(STB_UBSAN_EXCEPTIONS)
+endif
 CXXFLAGS += -std=c++17 $(OPT) -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -MMD -MP
 LDLIBS   += -fopenmp -lopenblas -lpthread
 
@@ -91,13 +117,78 @@ MOX_DATA ?= $(if $(wildcard ../shared/data/cifar10),$(abspath ../shared/data),$(
 export MOX_DATA
 
 test: deps all
-	OMP_NUM_THREADS=$(THREADS) $(TEST_BIN)
+	$(SAN_ENV) OMP_NUM_THREADS=$(THREADS) $(TEST_BIN)
 
 cifar10: deps $(CIFAR_BIN)
 	$(CIFAR_BIN) --data $(MOX_DATA)/cifar10 --threads $(THREADS)
 
 bench: deps $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; OMP_NUM_THREADS=$(THREADS) $$b || exit 1; done
+
+# ---------------------------------------------------------------- fuzzing (clang libFuzzer)
+# make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="safetensors image"]: build the targets of fuzz/
+# with clang (-fsanitize=fuzzer,address,undefined) into build-fuzz/, then run each for
+# FUZZ_SECONDS on the seeds of fuzz/corpus/<target>/ (new inputs go to
+# build-fuzz/corpus/<target>/, crashes to build-fuzz/findings/<target>/). See fuzz/README.md.
+FUZZ_BUILD    := build-fuzz
+FUZZ_CXX      ?= clang++
+FUZZ_SECONDS  ?= 60
+FUZZ_TARGETS  ?= safetensors cifar10 image checkpoint
+# Without -fopenmp: the targets run one thread, and clang 14 rejects some of our
+# lambdas inside OpenMP regions; omp_* calls resolve to GCC's libgomp (OpenBLAS's own).
+FUZZ_CXXFLAGS := -std=c++17 -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter \
+                 -Wno-unknown-pragmas -Wno-source-uses-openmp -Wno-unused-variable -Wno-unused-const-variable -I. -MMD -MP \
+                 -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_LDLIBS   := -lopenblas -lgomp -lpthread
+FUZZ_LIB      := $(FUZZ_BUILD)/libmox.a
+FUZZ_LIB_OBJ  := $(LIB_SRC:%.cpp=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BINS     := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/bin/fuzz_%)
+FUZZ_ENV      := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 OMP_NUM_THREADS=1
+
+.PHONY: fuzz fuzz-build fuzz-seeds check-fuzz-deps
+check-fuzz-deps:
+	@command -v $(FUZZ_CXX) >/dev/null || { echo "fuzz: $(FUZZ_CXX) not found — run: sudo apt-get install -y clang libclang-rt-dev libomp-dev"; exit 1; }
+
+$(FUZZ_BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BUILD)/bin/fuzz_%: $(FUZZ_BUILD)/obj/fuzz/fuzz_%.o $(FUZZ_LIB)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer $< $(FUZZ_LIB) -o $@ $(FUZZ_LDLIBS)
+
+$(FUZZ_BUILD)/bin/make_seeds: $(FUZZ_BUILD)/obj/fuzz/make_seeds.o $(FUZZ_LIB)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) $< $(FUZZ_LIB) -o $@ $(FUZZ_LDLIBS)
+
+$(FUZZ_BUILD)/obj/datasets/stb_image_impl.o: FUZZ_CXXFLAGS += $(STB_UBSAN_EXCEPTIONS)
+# stb_image_write (the seed writer's PNG/BMP/JPEG encoder, not part of mox) shifts negative ints.
+$(FUZZ_BUILD)/obj/fuzz/make_seeds.o: FUZZ_CXXFLAGS += -fno-sanitize=shift-base
+
+fuzz-build: check-fuzz-deps $(FUZZ_BINS)
+
+# Regenerate the committed seed corpora (only needed when a format changes).
+fuzz-seeds: check-fuzz-deps $(FUZZ_BUILD)/bin/make_seeds
+	$(FUZZ_ENV) $(FUZZ_BUILD)/bin/make_seeds fuzz/corpus
+
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/findings/$$t $(FUZZ_BUILD)/logs; \
+	  dict=$$([ -f fuzz/$$t.dict ] && echo -dict=fuzz/$$t.dict); \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s (log $(FUZZ_BUILD)/logs/$$t.log)"; \
+	  if $(FUZZ_ENV) $(FUZZ_BUILD)/bin/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=20 -max_len=8192 \
+	       -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/findings/$$t/ $$dict \
+	       $(FUZZ_BUILD)/corpus/$$t fuzz/corpus/$$t >$(FUZZ_BUILD)/logs/$$t.log 2>&1; then \
+	    grep -E "^stat::number_of_executed_units|^#[0-9]+ +DONE" $(FUZZ_BUILD)/logs/$$t.log | tr '\n' ' '; echo; \
+	  else \
+	    tail -60 $(FUZZ_BUILD)/logs/$$t.log; \
+	    echo "fuzz: $$t FOUND A CRASH — input saved in $(FUZZ_BUILD)/findings/$$t/; add it as a regression test in tests/"; \
+	    exit 1; \
+	  fi; \
+	done
 
 # ---------------------------------------------------------------- dependencies and data
 deps:
@@ -126,3 +217,4 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(CIFAR_OBJ:.o=.d)
+-include $(wildcard $(FUZZ_BUILD)/obj/*/*.d $(FUZZ_BUILD)/obj/*/*/*.d)
