@@ -11,6 +11,7 @@
 #include <stb/stb_image.h>
 
 #include "datasets/file_bytes.h"
+#include "datasets/image_guard.h"
 
 namespace mox::data {
 namespace fs = std::filesystem;
@@ -48,6 +49,7 @@ std::vector<fs::path> sorted_entries(const fs::path& dir, bool (*keep)(const fs:
 Tensor decode_image(const uint8_t* bytes, size_t nbytes, const std::string& source) {
   MOX_CHECK(nbytes <= size_t(INT_MAX), "image '", source, "' is ", nbytes,
             " bytes; images over 2 GiB are not supported");
+  check_image_structure(bytes, nbytes, source);   // before stb reads a byte: see image_guard.h
   int w = 0, h = 0, channels = 0;
   if (!stbi_info_from_memory(bytes, int(nbytes), &w, &h, &channels))
     MOX_FAIL("cannot read the header of image '", source, "': ", stbi_failure_reason(),
