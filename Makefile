@@ -146,8 +146,16 @@ FUZZ_BINS     := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/bin/fuzz_%)
 FUZZ_ENV      := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 OMP_NUM_THREADS=1
 
 .PHONY: fuzz fuzz-build fuzz-seeds check-fuzz-deps
+FUZZ_PACKAGES := clang libclang-rt-dev
 check-fuzz-deps:
-	@command -v $(FUZZ_CXX) >/dev/null || { echo "fuzz: $(FUZZ_CXX) not found — run: sudo apt-get install -y clang libclang-rt-dev libomp-dev"; exit 1; }
+	@missing=""; for p in $(FUZZ_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ] || ! command -v dpkg-query >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then echo "fuzz: installing$$missing"; \
+	  (apt-get install -y --no-install-recommends $$missing || (apt-get update && apt-get install -y --no-install-recommends $$missing)) >/dev/null || { echo "fuzz: apt-get failed for$$missing"; exit 1; }; \
+	else echo "fuzz: missing$$missing — run: sudo apt-get install -y$$missing"; exit 1; fi; \
+	command -v $(FUZZ_CXX) >/dev/null || { echo "fuzz: $(FUZZ_CXX) not found (FUZZ_CXX=clang++-14?)"; exit 1; }
 
 $(FUZZ_BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
