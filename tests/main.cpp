@@ -1,11 +1,19 @@
 // main.cpp — the test binary's entry point: GoogleTest, with the OpenMP wait policy of
-// every mox program (tensor/cpu/threads.h) so tests behave as the examples do.
+// every mox program (tensor/cpu/threads.h) so tests behave as the examples do. It ends
+// with one plain summary line ("mox-tests: N passed, N failed, N skipped") that CI
+// systems read without knowing GoogleTest's format.
 #include <gtest/gtest.h>
+
+#include <cstdio>
 
 #include "tensor/cpu/threads.h"
 
 int main(int argc, char** argv) {
   mox::prefer_passive_openmp_wait(argv);
   ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
+  const int rc = RUN_ALL_TESTS();
+  const ::testing::UnitTest& u = *::testing::UnitTest::GetInstance();
+  std::printf("mox-tests: %d passed, %d failed, %d skipped\n", u.successful_test_count(),
+              u.failed_test_count(), u.skipped_test_count());
+  return rc;
 }
