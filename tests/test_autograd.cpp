@@ -17,6 +17,7 @@
 
 #include "autograd/functions.h"
 #include "tests/gradcheck.h"
+#include "tests/expect_error.h"
 
 namespace {
 
@@ -37,18 +38,7 @@ Tensor leaf(const std::vector<double>& v, const Shape& s) {
 Tensor i64(const std::vector<int64_t>& v, const Shape& s) { return from_vector<int64_t>(v, s); }
 std::vector<double> vals(const Tensor& t) { return t.to_vector<double>(); }
 
-// Runs `f` and checks it throws mox::Error whose message contains every one of `parts`.
-template <typename F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected mox::Error mentioning '" << (parts.empty() ? "" : parts[0]) << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message lacks '" << p << "':\n  " << msg;
-  }
-}
+using mox::testing::expect_error;
 
 // ================================================================================ engine
 

@@ -29,6 +29,7 @@
 #include "nn/optim/adam.h"
 #include "nn/optim/sgd.h"
 #include "nn/safetensors.h"
+#include "tests/expect_error.h"
 
 namespace {
 
@@ -36,17 +37,7 @@ namespace fs = std::filesystem;
 using namespace mox;
 using namespace mox::nn;
 
-template <typename F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected mox::Error mentioning '" << (parts.empty() ? "" : parts[0]) << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message lacks '" << p << "':\n  " << msg;
-  }
-}
+using mox::testing::expect_error;
 
 // 6 → hidden → classes MLP; keys "0.weight", "0.bias", "2.weight", "2.bias".
 std::shared_ptr<Sequential> make_mlp(uint64_t seed, int64_t hidden = 8, int64_t classes = 3) {

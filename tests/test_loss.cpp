@@ -15,23 +15,14 @@
 
 #include "nn/loss.h"
 #include "tests/gradcheck.h"
+#include "tests/expect_error.h"
 
 namespace {
 
 using namespace mox;
 using namespace mox::nn;
 
-template <typename F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected mox::Error mentioning '" << (parts.empty() ? "" : parts[0]) << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message lacks '" << p << "':\n  " << msg;
-  }
-}
+using mox::testing::expect_error;
 
 const std::vector<double> kA = {0.5, -1.25, 2.0, 0.125,     //
                                 -0.75, 0.25, 1.5, -2.0,     //

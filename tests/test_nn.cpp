@@ -27,6 +27,7 @@
 #include "nn/linear.h"
 #include "nn/module.h"
 #include "tests/gradcheck.h"
+#include "tests/expect_error.h"
 
 namespace {
 
@@ -34,18 +35,7 @@ using namespace mox;
 using namespace mox::nn;
 using Names = std::vector<std::string>;
 
-// Runs `f` and checks it throws mox::Error whose message contains every one of `parts`.
-template <typename F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected mox::Error mentioning '" << (parts.empty() ? "" : parts[0]) << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message lacks '" << p << "':\n  " << msg;
-  }
-}
+using mox::testing::expect_error;
 
 Names names_of(const NamedTensors& nt) {
   Names out;

@@ -20,23 +20,14 @@
 
 #include "autograd/functions.h"
 #include "tensor/ops.h"
+#include "tests/expect_error.h"
 
 namespace {
 
 using namespace mox;
 using std::vector;
 
-template <typename F>
-void expect_error(F&& f, const vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected mox::Error mentioning '" << (parts.empty() ? "" : parts[0]) << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message lacks '" << p << "':\n  " << msg;
-  }
-}
+using mox::testing::expect_error;
 
 Tensor T(const vector<double>& v, const Shape& s, DType dt = DType::f32) { return from_doubles(v, s, dt); }
 Tensor I(const vector<int64_t>& v, const Shape& s) { return from_vector<int64_t>(v, s); }

@@ -20,6 +20,7 @@
 #include "nn/optim/clip_grad.h"
 #include "nn/optim/lr_scheduler.h"
 #include "nn/optim/sgd.h"
+#include "tests/expect_error.h"
 
 namespace {
 
@@ -220,17 +221,7 @@ MakeOptimizer adamw(AdamWOptions o) {
   return [o](const NamedTensors& p) { return std::make_unique<AdamW>(p, o); };
 }
 
-// Expect `fn` to throw mox::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected mox::Error mentioning '" << parts.front() << "'";
-  } catch (const Error& e) {
-    for (const std::string& part : parts)
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-          << "message '" << e.what() << "' lacks '" << part << "'";
-  }
-}
+using mox::testing::expect_error;
 
 // ---------------------------------------------------------------- SGD against PyTorch
 

@@ -21,22 +21,13 @@
 
 #include "autograd/functions.h"
 #include "tensor/ops.h"
+#include "tests/expect_error.h"
 
 namespace {
 
 using namespace mox;
 
-template <typename F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected mox::Error mentioning '" << (parts.empty() ? "" : parts[0]) << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message lacks '" << p << "':\n  " << msg;
-  }
-}
+using mox::testing::expect_error;
 
 Tensor arange_f(int64_t n, const Shape& shape, DType dt = DType::f32) {
   return raw::reshape(arange(0, n, 1, dt), shape);

@@ -1,0 +1,25 @@
+// expect_error.h — the assertion every bad-input test uses: run a callable and check it
+// throws mox::Error whose message contains each of the given parts (shapes, keys, values).
+#pragma once
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "tensor/error.h"
+
+namespace mox::testing {
+
+template <typename F>
+void expect_error(F&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected mox::Error mentioning '" << (parts.empty() ? "" : parts[0]) << "'";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const std::string& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "message lacks '" << p << "':\n  " << msg;
+  }
+}
+
+}  // namespace mox::testing
