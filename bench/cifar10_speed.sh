@@ -5,7 +5,8 @@
 #    (A B A B A B), medians reported;
 # 2. one full epoch of mox-cifar10 at batch 4 (wall time, real data, eval included);
 # 3. peak RSS (max resident set) of a one-epoch batch-64 run.
-# Needs `make` first; the data at $MOX_DATA/cifar10 (default ../shared/data).
+# Needs `make` first, GNU time (/usr/bin/time, Debian package `time`) and the data at
+# $MOX_DATA/cifar10 (default ../shared/data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-}
