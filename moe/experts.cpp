@@ -27,6 +27,12 @@ nn::Module& Experts::operator[](int64_t i) const {
   return *experts_[size_t(i)];
 }
 
+std::shared_ptr<nn::Module> Experts::replace_module(const std::string& name, std::shared_ptr<nn::Module> m) {
+  std::shared_ptr<nn::Module> old = nn::Module::replace_module(name, m);
+  experts_[std::stoul(name)] = std::move(m);   // children are named by index
+  return old;
+}
+
 std::string Experts::repr() const {
   return str("Experts(n=", size(), ", group=", group_name_, ")");
 }

@@ -31,6 +31,8 @@ class Experts : public nn::Module {
   int64_t size() const { return int64_t(experts_.size()); }
   const std::string& group_name() const { return group_name_; }
   std::string repr() const override;
+  // Also swaps expert int(name) (used to quantize experts that are a bare Linear).
+  std::shared_ptr<nn::Module> replace_module(const std::string& name, std::shared_ptr<nn::Module> m) override;
 
  private:
   std::vector<std::shared_ptr<nn::Module>> experts_;

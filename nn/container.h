@@ -26,6 +26,11 @@ class Sequential : public Module {
     return *layers_[i];
   }
   std::string repr() const override { return "Sequential"; }
+  std::shared_ptr<Module> replace_module(const std::string& name, std::shared_ptr<Module> m) override {
+    std::shared_ptr<Module> old = Module::replace_module(name, m);
+    layers_[std::stoul(name)] = std::move(m);   // children are named by position
+    return old;
+  }
 
  private:
   std::vector<std::shared_ptr<Module>> layers_;
@@ -44,6 +49,11 @@ class ModuleList : public Module {
   }
   const std::vector<std::shared_ptr<Module>>& items() const { return items_; }
   std::string repr() const override { return "ModuleList"; }
+  std::shared_ptr<Module> replace_module(const std::string& name, std::shared_ptr<Module> m) override {
+    std::shared_ptr<Module> old = Module::replace_module(name, m);
+    items_[std::stoul(name)] = std::move(m);   // children are named by position
+    return old;
+  }
 
  private:
   std::vector<std::shared_ptr<Module>> items_;

@@ -49,6 +49,19 @@ void Module::add_module(const std::string& name, std::shared_ptr<Module> module)
   modules_.emplace_back(name, std::move(module));
 }
 
+std::shared_ptr<Module> Module::replace_module(const std::string& name, std::shared_ptr<Module> module) {
+  MOX_CHECK(module != nullptr, "replace_module: the new module for '", name, "' is null");
+  for (auto& [n, m] : modules_) {
+    if (n != name) continue;
+    std::swap(m, module);
+    return module;
+  }
+  std::string names;
+  for (const auto& [n, m] : modules_) names += (names.empty() ? "" : ", ") + n;
+  MOX_FAIL("replace_module: ", repr(), " has no child module '", name, "' (its children: ",
+           names.empty() ? "none" : names, ")");
+}
+
 void Module::collect(const std::string& prefix, NamedTensors& out, bool params) const {
   for (const auto& [name, t] : params ? params_ : buffers_) out.emplace_back(prefix + name, t);
   for (const auto& [name, m] : modules_) m->collect(prefix + name + ".", out, params);

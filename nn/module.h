@@ -40,6 +40,12 @@ class Module {
     return modules_;
   }
   int64_t num_parameters() const;
+  // Swap the registered child `name` for `module` — same name, same place in the registry,
+  // so state_dict() keeps its key order — and return the old child; throws naming `name`
+  // when there is no such child. Virtual: a module that also holds the child elsewhere (a
+  // list, a member) overrides it to update that pointer too, after calling this version.
+  // Used by nn::quantize_linears to swap Linear layers for QuantizedLinear.
+  virtual std::shared_ptr<Module> replace_module(const std::string& name, std::shared_ptr<Module> module);
 
   // Parameters and buffers by name (contiguous copies are not made: the live tensors).
   NamedTensors state_dict() const;
