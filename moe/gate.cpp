@@ -219,6 +219,10 @@ GateOutput TopKGate::route_logits(const Tensor& logits) {
   Tensor z = mean(square(logsumexp(logits, 1)));   // ()
   out.z_loss_unscaled = z.item<double>();
   out.z_loss = mul(z, cfg_.z_loss_coef);
+  double entropy = 0;
+  for (double pe : P)
+    if (pe > 0) entropy -= pe * std::log(pe);
+  out.entropy = entropy / double(S);
   return out;
 }
 

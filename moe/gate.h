@@ -67,6 +67,7 @@ struct GateOutput {
   Tensor l_aux;    // () load-balancing loss, differentiable
   Tensor z_loss;   // () z_loss_coef · mean_s logsumexp(logits_s)², differentiable
   double z_loss_unscaled = 0;   // mean_s logsumexp(logits_s)², for routing statistics
+  double entropy = 0;           // mean_s −Σ_e p log p (nats): ln E = uniform router, 0 = one-hot
   int64_t capacity = 0;         // C used for this batch
   int64_t dropped = 0;          // dropped assignments (S·k − N)
   int64_t dropped_tokens = 0;   // tokens none of whose assignments was kept

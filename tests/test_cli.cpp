@@ -128,6 +128,53 @@ TEST_F(CifarCli, UsageErrorsExitTwoNamingTheOption) {
   }
 }
 
+TEST_F(CifarCli, ConfigFileIsAppliedAndItsErrorsExitTwoNamingTheKey) {
+  auto write_config = [&](const std::string& name, const std::string& text) {
+    std::ofstream(path(name)) << text;
+    return sh_quote(path(name));
+  };
+  const std::string no_data = " --data " + sh_quote(path("nothing-here"));
+  // A valid file (DeepSpeed's CIFAR example config) is applied: the run gets as far as the
+  // missing data (exit 1) and has printed the resolved settings.
+  const std::string good = write_config("ds.json", R"({"train_batch_size": 16, "steps_per_print": 100,
+      "gradient_clipping": 1.0,
+      "optimizer": {"type": "Adam", "params": {"lr": 0.002, "betas": [0.8, 0.999], "eps": 1e-8, "weight_decay": 3e-7}},
+      "scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": 0, "warmup_max_lr": 0.002, "warmup_num_steps": 500}}})");
+  Result ok = run("--config " + good + no_data);
+  EXPECT_EQ(ok.code, 1) << ok.output;
+  EXPECT_CONTAINS(ok.output, "batch 16, adam lr 0.002 (momentum 0.9, betas 0.8 0.999, eps 1e-08, weight decay 3e-07)");
+  EXPECT_CONTAINS(ok.output, "schedule warmup (warmup 500 steps from 0, log), gradient clipping 1, log every 100 steps");
+
+  struct Case { std::string name, text, flags, expect; };
+  const std::vector<Case> cases = {
+      {"fp16.json", R"({"train_batch_size": 4, "fp16": {"enabled": true}})", "", "unknown key 'fp16'"},
+      {"typo.json", R"({"optimizer": {"type": "SGD", "params": {"lrr": 0.1}}})", "", "unknown key 'optimizer.params.lrr'"},
+      {"betas_sgd.json", R"({"optimizer": {"type": "SGD", "params": {"betas": [0.9, 0.99]}}})", "",
+       "unknown key 'optimizer.params.betas'"},
+      {"lamb.json", R"({"optimizer": {"type": "Lamb"}})", "", "optimizer.type 'Lamb' is not one of SGD, Adam, AdamW"},
+      {"onecycle.json", R"({"scheduler": {"type": "OneCycle"}})", "", "scheduler.type 'OneCycle' is not supported"},
+      {"batch.json", R"({"train_batch_size": 0})", "", "'train_batch_size' must be an integer >= 1, got 0"},
+      {"lrtype.json", R"({"optimizer": {"type": "Adam", "params": {"lr": "fast"}}})", "",
+       "'optimizer.params.lr' must be a number, got \"fast\""},
+      {"broken.json", R"({"train_batch_size": 4,)", "", "not valid JSON"},
+      {"top.json", R"([1, 2])", "", "the top level must be a JSON object"},
+      {"conflict.json", R"({"optimizer": {"type": "SGD", "params": {"lr": 0.1}}})", "--lr 0.2",
+       "'optimizer.params.lr' and the flag --lr both set this"},
+      {"peak.json", R"({"optimizer": {"type": "Adam", "params": {"lr": 0.001}},
+          "scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": 0.01}}})", "",
+       "warmup_max_lr = 0.01 differs from optimizer.params.lr = 0.001"},
+  };
+  for (const Case& c : cases) {
+    Result r = run("--config " + write_config(c.name, c.text) + " " + c.flags + no_data);
+    EXPECT_EQ(r.code, 2) << c.name << ":\n" << r.output;
+    EXPECT_CONTAINS(r.output, path(c.name));
+    EXPECT_CONTAINS(r.output, c.expect);
+  }
+  Result missing = run("--config " + sh_quote(path("absent.json")) + no_data);
+  EXPECT_EQ(missing.code, 2) << missing.output;
+  EXPECT_CONTAINS(missing.output, "--config");
+}
+
 TEST_F(CifarCli, ResumeOfAMissingFileExitsTwo) {
   Result r = run("--resume " + sh_quote(path("absent.safetensors")) + " --data " + sh_quote(path("no-data")));
   EXPECT_EQ(r.code, 2) << r.output;

@@ -16,8 +16,11 @@
 #include <set>
 
 #include "moe/moe_layer.h"
+#include "moe/param_groups.h"
+#include "moe/routing_stats.h"
 #include "nn/basic.h"
 #include "nn/container.h"
+#include "nn/optim/sgd.h"
 #include "tests/gradcheck.h"
 
 using namespace mox;
@@ -202,6 +205,10 @@ TEST(MoeGate, LauxWeightsAndZLossAreHandComputed) {
   const double a = std::log(std::exp(1.0) + std::exp(2.0)), b = std::log(2.0);
   EXPECT_NEAR(gz.z_loss_unscaled, (a * a + b * b) / 2, 1e-12);
   EXPECT_NEAR(gz.z_loss.item<double>(), 0.5 * (a * a + b * b) / 2, 1e-12);
+
+  // Router entropy: token 0 has p = (1, e)/(1 + e), token 1 is uniform (ln 2).
+  const double p0 = 1 / (1 + std::exp(1.0)), p1 = 1 - p0;
+  EXPECT_NEAR(gz.entropy, (-(p0 * std::log(p0) + p1 * std::log(p1)) + std::log(2.0)) / 2, 1e-12);
 }
 
 TEST(MoeGate, Top2SecondChoicesQueueBehindFirstChoices) {
@@ -686,4 +693,69 @@ TEST(MoeLayer, ExpertsStartAsCopiesAndAreMarkedWithTheirGroup) {
   Tensor x = zeros({2, 3, kM});
   EXPECT_EQ(moe.forward(x).shape(), x.shape());
   EXPECT_EQ(moe.last().exp_counts.size(), 3u);
+}
+
+// ============================================================================ optimizer groups, statistics
+
+TEST(MoeParamGroups, ExpertParametersMoveToMarkedGroupsWithTheSameHyperParameters) {
+  MoEConfig c;
+  c.gate = gate_config(2, 1);
+  auto model = std::make_shared<nn::Sequential>();
+  model->push_back(std::make_shared<nn::Linear>(kM, kM));
+  model->push_back(std::make_shared<MoE>(kM, mlp_expert(), c));
+  optim::ParamGroup all = optim::make_group("default", model->named_parameters());
+  all.lr = 0.25;
+  all.weight_decay = 0.5;
+  all.beta1 = 0.8;
+  std::vector<optim::ParamGroup> groups = split_moe_param_groups({all}, *model);
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[0].name, "default");
+  EXPECT_FALSE(groups[0].moe);
+  EXPECT_EQ(groups[1].name, "default_moe_ep_size_1");
+  EXPECT_TRUE(groups[1].moe);
+  EXPECT_EQ(groups[1].params.size(), 2u * 4u);   // 2 experts × (2 weights + 2 biases)
+  EXPECT_EQ(groups[1].param_names[0], "1.experts.0.0.weight");
+  for (const optim::ParamGroup& g : groups) {
+    EXPECT_EQ(g.lr, 0.25);
+    EXPECT_EQ(g.weight_decay, 0.5);
+    EXPECT_EQ(g.beta1, 0.8);
+  }
+  // Nothing lost, nothing duplicated: dense = Linear (2) + gate (1).
+  EXPECT_EQ(groups[0].params.size() + groups[1].params.size(), all.params.size());
+  EXPECT_EQ(groups[0].params.size(), 3u);
+  // An optimizer accepts the split groups.
+  EXPECT_NO_THROW(optim::Sgd sgd(groups));
+}
+
+TEST(MoeRoutingStats, SumsCountsAndAveragesLossesOverTheWindow) {
+  MoEConfig c;
+  c.gate = gate_config(4, 1);
+  c.gate.min_capacity = 0;
+  c.gate.capacity_factor = 0.5;   // C = ceil(8/4·0.5) = 1: drops are likely
+  MoE layer(kM, mlp_expert(), c);
+  RoutingStats stats;
+  Generator gen(7);
+  EXPECT_TRUE(stats.records().empty());
+  int64_t dropped = 0;
+  double l_aux = 0, entropy = 0;
+  std::vector<int64_t> counts(4, 0);
+  for (int step = 0; step < 3; ++step) {
+    layer.forward(raw::normal({8, kM}, 0, 1, DType::f32, Device::cpu(), &gen));
+    stats.add({&layer});
+    for (size_t e = 0; e < 4; ++e) counts[e] += layer.last().exp_counts[e];
+    dropped += layer.last().routing.dropped;
+    l_aux += layer.last().l_aux.item<double>();
+    entropy += layer.last().routing.entropy;
+  }
+  std::vector<nlohmann::json> r = stats.records();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0]["split"], "routing");
+  EXPECT_EQ(r[0]["layer"], 0);
+  EXPECT_EQ(r[0]["tokens_per_expert"].get<std::vector<int64_t>>(), counts);
+  EXPECT_DOUBLE_EQ(r[0]["dropped_fraction"].get<double>(), double(dropped) / 24.0);
+  EXPECT_DOUBLE_EQ(r[0]["l_aux"].get<double>(), l_aux / 3);
+  EXPECT_DOUBLE_EQ(r[0]["entropy"].get<double>(), entropy / 3);
+  EXPECT_GT(r[0]["entropy"].get<double>(), 0.0);
+  EXPECT_LE(r[0]["entropy"].get<double>(), std::log(4.0) + 1e-12);
+  EXPECT_TRUE(stats.records().empty());   // the window was reset
 }

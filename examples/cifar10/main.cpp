@@ -17,9 +17,12 @@
 #include "examples/cifar10/net.h"
 #include "examples/cifar10/options.h"
 #include "examples/common/metrics.h"
+#include "moe/param_groups.h"
+#include "moe/routing_stats.h"
 #include "nn/checkpoint.h"
 #include "nn/loss.h"
 #include "nn/optim/adam.h"
+#include "nn/optim/clip_grad.h"
 #include "nn/optim/lr_scheduler.h"
 #include "nn/optim/sgd.h"
 #include "tensor/cpu/threads.h"
@@ -29,32 +32,17 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// One group "default", or — with --moe-param-group — the non-expert parameters in
-// "default" and each Experts' parameters in a group of their own marked moe (DeepSpeed's
-// split_params_into_different_moe_groups_for_optimizer).
+// One group "default"; with --moe-param-group the expert parameters move to groups of their
+// own marked moe (DeepSpeed's split_params_into_different_moe_groups_for_optimizer).
 std::vector<optim::ParamGroup> make_param_groups(const Options& o, const nn::Module& model) {
-  nn::NamedTensors dense, all = model.named_parameters();
-  std::vector<std::pair<std::string, nn::NamedTensors>> expert_groups;
-  std::vector<moe::ExpertParameter> experts = o.moe_param_group ? moe::expert_parameters(model)
-                                                                : std::vector<moe::ExpertParameter>{};
-  for (auto& [name, t] : all) {
-    auto it = std::find_if(experts.begin(), experts.end(), [&](const moe::ExpertParameter& e) { return e.name == name; });
-    if (it == experts.end()) { dense.emplace_back(name, t); continue; }
-    auto g = std::find_if(expert_groups.begin(), expert_groups.end(), [&](auto& eg) { return eg.first == it->group; });
-    if (g == expert_groups.end()) expert_groups.push_back({it->group, {{name, t}}});
-    else g->second.emplace_back(name, t);
-  }
-  std::vector<optim::ParamGroup> groups{optim::make_group("default", dense)};
-  for (auto& [group, params] : expert_groups) {
-    groups.push_back(optim::make_group("moe_" + group, params));
-    groups.back().moe = true;
-  }
-  for (auto& g : groups) {
-    g.lr = o.lr;
-    g.weight_decay = o.weight_decay;
-    if (o.optimizer == "sgd") g.momentum = o.momentum;
-  }
-  return groups;
+  std::vector<optim::ParamGroup> groups{optim::make_group("default", model.named_parameters())};
+  groups[0].lr = o.lr;
+  groups[0].weight_decay = o.weight_decay;
+  groups[0].momentum = o.optimizer == "sgd" ? o.momentum : 0.0;
+  groups[0].beta1 = o.beta1;
+  groups[0].beta2 = o.beta2;
+  groups[0].eps = o.eps;
+  return o.moe_param_group ? moe::split_moe_param_groups(std::move(groups), model) : groups;
 }
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const Options& o, const nn::Module& model) {
@@ -79,46 +67,6 @@ std::unique_ptr<MoeOptions> make_moe_options(const Options& o) {
   return m;
 }
 
-// Routing statistics of each MoE layer, summed over a log window.
-struct RoutingWindow {
-  std::vector<std::vector<int64_t>> tokens_per_expert;   // [layer][expert], before dropping
-  std::vector<int64_t> dropped, assignments;
-  std::vector<double> l_aux, z_loss;
-  int64_t steps = 0;
-
-  void add(const Net& model) {
-    const size_t L = model.num_moe_layers();
-    if (tokens_per_expert.size() != L) {
-      tokens_per_expert.assign(L, {});
-      dropped.assign(L, 0);
-      assignments.assign(L, 0);
-      l_aux.assign(L, 0);
-      z_loss.assign(L, 0);
-    }
-    for (size_t i = 0; i < L; ++i) {
-      const moe::MoEOutput& out = model.layer(i).last();
-      auto& counts = tokens_per_expert[i];
-      counts.resize(out.exp_counts.size(), 0);
-      for (size_t e = 0; e < counts.size(); ++e) {
-        counts[e] += out.exp_counts[e];
-        assignments[i] += out.exp_counts[e];
-      }
-      dropped[i] += out.routing.dropped;
-      l_aux[i] += out.l_aux.item<double>();
-      z_loss[i] += out.routing.z_loss_unscaled;
-    }
-    ++steps;
-  }
-  void write(examples::MetricsWriter& metrics, int64_t epoch, int64_t step) {
-    for (size_t i = 0; i < tokens_per_expert.size() && steps > 0; ++i)
-      metrics.write({{"split", "routing"}, {"epoch", epoch}, {"step", step}, {"layer", i},
-                     {"tokens_per_expert", tokens_per_expert[i]},
-                     {"dropped_fraction", assignments[i] ? double(dropped[i]) / double(assignments[i]) : 0.0},
-                     {"l_aux", l_aux[i] / double(steps)}, {"z_loss", z_loss[i] / double(steps)}});
-    *this = RoutingWindow{};
-  }
-};
-
 std::unique_ptr<optim::LrSchedule> make_schedule(const Options& o, int64_t total_steps) {
   if (o.schedule == "cosine") {
     optim::WarmupCosineLrOptions c;
@@ -130,8 +78,9 @@ std::unique_ptr<optim::LrSchedule> make_schedule(const Options& o, int64_t total
   }
   if (o.schedule == "warmup") {
     optim::WarmupLrOptions w;
-    w.warmup_min_lr = 0;
+    w.warmup_min_lr = o.warmup_min_lr;
     w.warmup_max_lr = o.lr;
+    w.warmup_type = o.warmup_type;
     w.warmup_num_steps = std::max<int64_t>(o.warmup_steps, 1);
     return std::make_unique<optim::WarmupLr>(w);
   }
@@ -224,7 +173,7 @@ int run(const Options& o) {
     train_loader.start_epoch(epoch);
     data::Batch b;
     double running = 0;
-    RoutingWindow routing;
+    moe::RoutingStats routing;
     int64_t in_window = 0, images = 0;
     auto window_start = Clock::now();
     for (int64_t i = 0; train_loader.next(b); ++i, ++step) {
@@ -236,7 +185,8 @@ int run(const Options& o) {
         loss = loss + out.l_aux * o.aux_loss_coef + out.z_loss;
       }
       loss.backward();
-      if (model.num_moe_layers()) routing.add(model);
+      if (model.num_moe_layers()) routing.add(model.moe_layer_list());
+      if (o.grad_clip > 0) optim::clip_grad_norm(model.parameters(), o.grad_clip);
       optimizer->step();
       const double l = loss.item<double>();
       if (!std::isfinite(l))
@@ -253,7 +203,11 @@ int run(const Options& o) {
         std::fflush(stdout);
         metrics.write({{"split", "train"}, {"epoch", epoch + 1}, {"step", step + 1},
                        {"loss", running / double(in_window)}, {"lr", optimizer->lr(0)}, {"images_per_s", ips}});
-        routing.write(metrics, epoch + 1, step + 1);
+        for (nlohmann::json& r : routing.records()) {
+          r["epoch"] = epoch + 1;
+          r["step"] = step + 1;
+          metrics.write(r);
+        }
         running = 0;
         in_window = images = 0;
         window_start = Clock::now();

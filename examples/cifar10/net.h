@@ -61,6 +61,11 @@ class Net : public nn::Module {
 
   size_t num_moe_layers() const { return moe_layers ? moe_layers->size() : 0; }
   moe::MoE& layer(size_t i) const { return static_cast<moe::MoE&>((*moe_layers)[i]); }
+  std::vector<const moe::MoE*> moe_layer_list() const {
+    std::vector<const moe::MoE*> out;
+    for (size_t i = 0; i < num_moe_layers(); ++i) out.push_back(&layer(i));
+    return out;
+  }
 
   std::shared_ptr<nn::Conv2d> conv1, conv2;
   std::shared_ptr<nn::MaxPool2d> pool;

@@ -3,10 +3,13 @@
 
 #include <CLI/CLI.hpp>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
+
+#include "examples/cifar10/ds_config.h"
 
 namespace mox::cifar10 {
 
@@ -47,11 +50,16 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--data", o.data, "CIFAR-10 binary directory (default $MOX_DATA/cifar10, else data/cifar10)");
   app.add_option("--epochs", o.epochs, "training epochs")->check(kPositive);
   app.add_option("--batch-size", o.batch_size, "training batch size")->check(kPositive);
-  app.add_option("--test-batch-size", o.test_batch_size, "evaluation batch size")->check(kPositive);
+  app.add_option("--test-batch-size", o.test_batch_size, "evaluation batch size (0: the training batch size, as the tutorial)")
+      ->check(kNonNegative);
   app.add_option("--optimizer", o.optimizer, "sgd | adam | adamw")->check(CLI::IsMember({"sgd", "adam", "adamw"}));
   app.add_option("--lr", o.lr, "learning rate")->check(kPositive);
   app.add_option("--momentum", o.momentum, "SGD momentum")->check(finite_in(0.0, 0.999999, false, "[0, 0.999999]"));
   app.add_option("--weight-decay", o.weight_decay, "weight decay (AdamW: decoupled)")->check(kNonNegative);
+  app.add_option("--beta1", o.beta1, "Adam/AdamW beta1")->check(finite_in(0.0, 0.999999, false, "[0, 0.999999]"));
+  app.add_option("--beta2", o.beta2, "Adam/AdamW beta2")->check(finite_in(0.0, 0.999999, false, "[0, 0.999999]"));
+  app.add_option("--eps", o.eps, "Adam/AdamW epsilon")->check(kPositive);
+  app.add_option("--grad-clip", o.grad_clip, "clip the global gradient L2 norm to this (0: off)")->check(kNonNegative);
   app.add_option("--schedule", o.schedule, "LR schedule: constant | cosine (warmup, then cosine to 0) | warmup (DeepSpeed WarmupLR)")
       ->check(CLI::IsMember({"constant", "cosine", "warmup"}));
   app.add_option("--warmup-steps", o.warmup_steps, "warmup steps of the cosine/warmup schedules")->check(kNonNegative);
@@ -76,6 +84,9 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--eval-capacity-factor", o.eval_capacity_factor, "capacity factor in evaluation")->check(kPositive);
   app.add_option("--aux-loss-coef", o.aux_loss_coef, "weight of the MoE load-balancing loss added to the loss")->check(kNonNegative);
   app.add_flag("--moe-param-group", o.moe_param_group, "put expert parameters in their own optimizer group");
+  app.add_option("--config", o.config,
+                 "DeepSpeed-style JSON: train_batch_size, steps_per_print, gradient_clipping, optimizer, scheduler")
+      ->check(CLI::ExistingFile);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -85,6 +96,21 @@ Options parse_options(int argc, char** argv) {
     std::cerr << "mox-cifar10: " << e.what() << "\nRun with --help for usage.\n";
     std::exit(2);
   }
+  if (!o.config.empty()) {
+    try {
+      apply_ds_config(o.config, o, [&](const std::string& flag) { return app.count(flag) > 0; });
+      std::printf("mox-cifar10: config %s: batch %lld, %s lr %g (momentum %g, betas %g %g, eps %g, weight decay %g), "
+                  "schedule %s (warmup %lld steps from %g, %s), gradient clipping %g, log every %lld steps\n",
+                  o.config.c_str(), (long long)o.batch_size, o.optimizer.c_str(), o.lr, o.momentum, o.beta1, o.beta2,
+                  o.eps, o.weight_decay, o.schedule.c_str(), (long long)o.warmup_steps, o.warmup_min_lr,
+                  o.warmup_type.c_str(), o.grad_clip, (long long)o.log_interval);
+      std::fflush(stdout);
+    } catch (const std::exception& e) {
+      std::cerr << "mox-cifar10: " << e.what() << "\n";
+      std::exit(2);
+    }
+  }
+  if (o.test_batch_size == 0) o.test_batch_size = o.batch_size;
   for (int64_t e : o.num_experts)
     if (o.top_k > e) {
       std::cerr << "mox-cifar10: --top-k " << o.top_k << " exceeds --num-experts " << e << "\n";

@@ -10,13 +10,17 @@ struct Options {
   std::string data;              // CIFAR-10 binary directory
   int64_t epochs = 2;
   int64_t batch_size = 4;
-  int64_t test_batch_size = 1000;
+  int64_t test_batch_size = 0;  // 0: the training batch size (as the tutorial's test loader)
   std::string optimizer = "sgd"; // sgd | adam | adamw
   double lr = 0.001;
   double momentum = 0.9;
   double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;   // Adam / AdamW
+  double grad_clip = 0.0;        // max global gradient L2 norm; 0 = no clipping
   std::string schedule = "constant";   // constant | cosine | warmup
   int64_t warmup_steps = 0;
+  double warmup_min_lr = 0.0;    // warmup schedule: start value
+  std::string warmup_type = "log";   // warmup schedule: log | linear (DeepSpeed WarmupLR)
   bool augment = false;          // random crop (pad 4) + horizontal flip
   uint64_t seed = 1;
   int64_t log_interval = 2000;
@@ -31,11 +35,12 @@ struct Options {
   int64_t ep_world_size = 1;
   std::string noisy_gate_policy = "None";   // None | Jitter | RSample
   std::string mlp_type = "standard";        // standard | residual (PR-MoE)
-  int64_t min_capacity = 0;
+  int64_t min_capacity = 4;      // DeepSpeed MoE's default (its CIFAR script's flag says 0)
   double capacity_factor = 1.0;
   double eval_capacity_factor = 1.0;
   double aux_loss_coef = 0.01;   // l_aux of every MoE layer is added to the loss with this weight
   bool moe_param_group = false;  // expert parameters in their own optimizer group
+  std::string config;            // DeepSpeed-style JSON (examples/cifar10/ds_config.h)
 };
 
 // Parses argv. On --help prints usage and exits 0; on a bad flag or value prints the

@@ -1,0 +1,29 @@
+// ds_config.h — --config FILE: a DeepSpeed-style JSON configuration for mox-cifar10.
+//
+// Supported keys (anything else is an error naming the key, so a typo never passes silently):
+//   train_batch_size                  → --batch-size (one process: the micro batch)
+//   steps_per_print                   → --log-interval
+//   gradient_clipping                 → --grad-clip (global L2 norm; 0 = off)
+//   optimizer {type, params}          type SGD | Adam | AdamW (case-insensitive, as DeepSpeed);
+//                                     params lr, momentum (SGD), betas [b1, b2], eps, weight_decay
+//   scheduler {type, params}          type WarmupLR; params warmup_min_lr, warmup_max_lr,
+//                                     warmup_num_steps, warmup_type ("log" | "linear")
+// A setting given both in the file and as an explicit flag is an error naming both: the run
+// must not depend on which one silently wins.
+//
+// What it is not: DeepSpeed's whole schema. fp16/bf16, ZeRO, wall_clock_breakdown and the
+// batch identities of data parallelism belong to the distributed engine.
+#pragma once
+#include <functional>
+#include <string>
+
+#include "examples/cifar10/options.h"
+
+namespace mox::cifar10 {
+
+// Reads `path` into `o`. `flag_given("--lr")` tells whether that flag was on the command line.
+// Throws mox::Error naming the file and the key on a missing file, invalid JSON, an unknown
+// key, a value of the wrong type or range, or a conflict with an explicit flag.
+void apply_ds_config(const std::string& path, Options& o, const std::function<bool(const std::string&)>& flag_given);
+
+}  // namespace mox::cifar10
