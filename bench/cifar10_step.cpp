@@ -41,10 +41,10 @@ BENCHMARK(BM_Cifar10TrainStep)->Arg(4)->Arg(32)->Arg(64)->Unit(benchmark::kMicro
 
 }  // namespace
 
-// The OpenMP wait policy of every mox program (tensor/cpu/threads.h); set
+// The OpenMP wait policy and OpenBLAS kernels of every mox program (tensor/cpu/threads.h); set
 // OMP_WAIT_POLICY=active to measure GNU OpenMP's spinning default instead.
 int main(int argc, char** argv) {
-  mox::prefer_passive_openmp_wait(argv);
+  mox::configure_cpu_runtime(argv);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -66,6 +66,13 @@ Metadata load_checkpoint(const std::string& path, Module& model, optim::Optimize
   return user;
 }
 
+Metadata read_checkpoint_metadata(const std::string& path) {
+  Metadata user;
+  for (auto& [k, v] : load_safetensors(path).metadata)
+    if (!starts_with(k, kOptim)) user[k] = v;
+  return user;
+}
+
 std::string require_meta(const Metadata& meta, const std::string& key, const std::string& path) {
   auto it = meta.find(key);
   MOX_CHECK(it != meta.end(), "checkpoint '", path, "': metadata key '", key, "' is missing");

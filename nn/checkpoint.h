@@ -24,6 +24,10 @@ void save_checkpoint(const std::string& path, const Module& model, const optim::
 // a failed load changes neither the model nor the optimizer.
 Metadata load_checkpoint(const std::string& path, Module& model, optim::Optimizer* optimizer);
 
+// The caller's metadata of a checkpoint without loading it into a model (e.g. to read the
+// architecture a model must be built with first). Errors name the file.
+Metadata read_checkpoint_metadata(const std::string& path);
+
 // The value of a metadata key, or an error naming the file and the key.
 std::string require_meta(const Metadata& meta, const std::string& key, const std::string& path);
 

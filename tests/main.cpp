@@ -1,5 +1,6 @@
-// main.cpp — the test binary's entry point: GoogleTest, with the OpenMP wait policy of
-// every mox program (tensor/cpu/threads.h) so tests behave as the examples do. It ends
+// main.cpp — the test binary's entry point: GoogleTest, with the OpenMP wait policy and
+// OpenBLAS kernels of every mox program (tensor/cpu/threads.h) so tests behave as the
+// examples do. It ends
 // with one plain summary line ("mox-tests: N passed, N failed, N skipped") that CI
 // systems read without knowing GoogleTest's format.
 #include <gtest/gtest.h>
@@ -9,7 +10,7 @@
 #include "tensor/cpu/threads.h"
 
 int main(int argc, char** argv) {
-  mox::prefer_passive_openmp_wait(argv);
+  mox::configure_cpu_runtime(argv);
   ::testing::InitGoogleTest(&argc, argv);
   const int rc = RUN_ALL_TESTS();
   const ::testing::UnitTest& u = *::testing::UnitTest::GetInstance();

@@ -236,7 +236,7 @@ int run(const Options& o) {
 }  // namespace mox::cifar10
 
 int main(int argc, char** argv) {
-  mox::prefer_passive_openmp_wait(argv);
+  mox::configure_cpu_runtime(argv);
   mox::cifar10::Options options = mox::cifar10::parse_options(argc, argv);
   try {
     return mox::cifar10::run(options);
