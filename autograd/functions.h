@@ -6,6 +6,7 @@
 // central-difference gradcheck in tests/. Comparison ops, argmax and the like are not
 // differentiable and return tensors that never require grad.
 #pragma once
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -107,5 +108,34 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0);
 // Inverted dropout with the given generator (default generator when null); identity when
 // !training or p == 0.
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen = nullptr);
+
+// ---- language-model layers (autograd/functions_llm.cpp): one node each, fused kernels ----
+// Rows of weight (V, C) picked by i64 ids of any shape → (..., C). An id outside [0, V) is an
+// error naming the id, its position and V. Backward index-adds rows into a (V, C) gradient.
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+// Over the last dim (C): (x − mean)/√(var + eps)·weight + bias, biased variance; weight and
+// bias (C) are optional (undefined: 1 and 0).
+Tensor layer_norm(const Tensor& x, const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
+                  double eps = 1e-5);
+// Over the last dim (C): x/√(mean(x²) + eps)·weight (Llama's RMSNorm); weight (C) optional.
+Tensor rms_norm(const Tensor& x, const Tensor& weight = Tensor(), double eps = 1e-5);
+// softmax(scale·q·kᵀ)·v per (batch, head): q (B, H, T, D), k and v (B, H, Tk, D) →
+// (B, H, T, D); scale defaults to 1/√D. causal: query i sees keys j ≤ i + Tk − T (the mask
+// is aligned to the last key, so T new queries against a KV cache of Tk ≥ T keys work).
+// dropout_p > 0 drops attention probabilities (inverted dropout drawn from gen, as
+// dropout() does; pass 0 in eval). The result is a view of (B, T, H, D) memory, so
+// transpose(1, 2).reshape({B, T, H·D}) merges the heads without a copy. Keeps the
+// (B, H, T, Tk) probabilities for backward.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false,
+                                    std::optional<double> scale = std::nullopt, double dropout_p = 0.0,
+                                    Generator* gen = nullptr);
+// GPT-2's GELU (tanh approximation, as gelu(x, true)) of x + bias in one vectorised pass;
+// bias (C) over the last dim, optional.
+Tensor bias_gelu(const Tensor& x, const Tensor& bias = Tensor());
+// Rotary position embedding (RoPE) of x (B, H, T, D), row t at position start_position + t,
+// in the GPT-NeoX / Hugging Face Llama "rotate_half" convention: feature i pairs with
+// i + D/2 and the pair turns by position·theta^(−2i/D). D must be even. The result is laid
+// out like attention's (a view of (B, T, H, D) memory).
+Tensor apply_rotary(const Tensor& x, int64_t start_position = 0, double theta = 10000.0);
 
 }  // namespace mox

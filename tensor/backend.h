@@ -127,6 +127,41 @@ class Backend {
                         const SgdHyper& h) = 0;
   virtual void adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                          const Tensor& exp_avg_sq, const AdamHyper& h) = 0;
+
+  // ---- transformer layers (fused forward and backward; f32 and f64) ----
+  // Normalise each row of contiguous x (rows, C) into contiguous y: with `mean` (LayerNorm)
+  // y = (x − μ)·r·w + b, r = 1/√(var + eps) (biased variance); without it (RMSNorm)
+  // y = x·r·w + b, r = 1/√(mean(x²) + eps). w, b (C) may be null (1 and 0). mean and rstd
+  // (rows) receive μ and r for the backward.
+  virtual void norm(const Tensor& x, const Tensor* w, const Tensor* b, double eps, const Tensor* mean,
+                    const Tensor& rstd, const Tensor& y) = 0;
+  // From norm's saved μ (null for RMSNorm) and r; any of gx/gw/gb may be null when not
+  // needed. All contiguous; gradients are written, not accumulated.
+  virtual void norm_backward(const Tensor& x, const Tensor* w, const Tensor* mean, const Tensor& rstd,
+                             const Tensor& gy, const Tensor* gx, const Tensor* gw, const Tensor* gb) = 0;
+  // Attention for each (batch, head): q, out (B, H, T, D); k, v (B, H, Tk, D); these five
+  // have unit stride on D and any other strides. probs (B, H, T, Tk) contiguous, or null
+  // when not kept: softmax(scale·q·kᵀ) over keys, where with `causal` query i sees keys
+  // j ≤ i + Tk − T only (masked probabilities are 0; the front-end ensures Tk ≥ T). keep
+  // (B, H, T, Tk) contiguous or null: dropout multipliers (0 or 1/(1−p)) applied to the
+  // probabilities before they weight v.
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                         const Tensor* keep, const Tensor* probs, const Tensor& out) = 0;
+  // Gradients of attention from its kept probs; gout, gq, gk, gv follow the stride rule of
+  // q, k, v. Gradients are written, not accumulated.
+  virtual void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
+                                  const Tensor* keep, const Tensor& gout, double scale, const Tensor& gq,
+                                  const Tensor& gk, const Tensor& gv) = 0;
+  // GPT-2's GELU (tanh approximation) of x + b, each row of contiguous x (rows, C) into
+  // contiguous y; b (C) may be null.
+  virtual void bias_gelu(const Tensor& x, const Tensor* b, const Tensor& y) = 0;
+  // gx = gy·GELU'(x + b), all contiguous; gb (C), when not null, = Σ_rows gx. Written.
+  virtual void bias_gelu_backward(const Tensor& x, const Tensor* b, const Tensor& gy, const Tensor& gx,
+                                  const Tensor* gb) = 0;
+  // Rotary position embedding of x (B, H, T, D) into out (same shape; both unit stride on
+  // D): the pair (i, i + D/2) of position start + t turns by (start + t)·theta^(−2i/D)
+  // (GPT-NeoX / Hugging Face "rotate_half" pairing); `inverse` turns by the opposite angle.
+  virtual void rotary(const Tensor& x, int64_t start, double theta, bool inverse, const Tensor& out) = 0;
 };
 
 // The backend of a device; throws a clear error when that device's backend was not built.

@@ -2,7 +2,7 @@
 //
 // Plain loops (OpenMP where it pays) and OpenBLAS for GEMM. Each op family's kernels live
 // in their own file under tensor/cpu/ (elementwise.cpp, reduce.cpp, gemm.cpp, conv.cpp,
-// index.cpp, random.cpp, optim.cpp, ...); this header only declares the class.
+// index.cpp, random.cpp, optim.cpp, llm.cpp, ...); this header only declares the class.
 #pragma once
 #include "tensor/backend.h"
 
@@ -59,6 +59,20 @@ class CpuBackend final : public Backend {
                 const SgdHyper& h) override;
   void adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                  const Tensor& exp_avg_sq, const AdamHyper& h) override;
+
+  void norm(const Tensor& x, const Tensor* w, const Tensor* b, double eps, const Tensor* mean,
+            const Tensor& rstd, const Tensor& y) override;
+  void norm_backward(const Tensor& x, const Tensor* w, const Tensor* mean, const Tensor& rstd,
+                     const Tensor& gy, const Tensor* gx, const Tensor* gw, const Tensor* gb) override;
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                 const Tensor* keep, const Tensor* probs, const Tensor& out) override;
+  void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
+                          const Tensor* keep, const Tensor& gout, double scale, const Tensor& gq,
+                          const Tensor& gk, const Tensor& gv) override;
+  void bias_gelu(const Tensor& x, const Tensor* b, const Tensor& y) override;
+  void bias_gelu_backward(const Tensor& x, const Tensor* b, const Tensor& gy, const Tensor& gx,
+                          const Tensor* gb) override;
+  void rotary(const Tensor& x, int64_t start, double theta, bool inverse, const Tensor& out) override;
 };
 
 CpuBackend& cpu_backend();
