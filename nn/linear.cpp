@@ -18,6 +18,19 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator* gen) : in_feat
   }
 }
 
+Linear::Linear(const Tensor& shared_weight, bool has_bias, Generator* gen) : weight(shared_weight) {
+  MOX_CHECK(shared_weight.defined() && shared_weight.dim() == 2 && shared_weight.requires_grad(),
+            "Linear: a shared weight must be a registered (out, in) parameter, got ",
+            shared_weight.defined() ? describe(shared_weight) : std::string("an undefined tensor"));
+  out_features = weight.size(0);
+  in_features = weight.size(1);
+  if (has_bias) {
+    bias = register_parameter("bias", empty({out_features}, weight.dtype(), weight.device()));
+    const double bound = 1.0 / std::sqrt(double(in_features));
+    init::uniform_(bias, -bound, bound, gen);
+  }
+}
+
 Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
 
 std::string Linear::repr() const {
