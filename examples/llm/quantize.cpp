@@ -94,8 +94,7 @@ int run_quantize(const QuantizeOptions& o) {
   if (!kept.empty()) kept_list += ")";
   std::printf("mox-llm quantize: %s — %lld Linears quantized to int8, %zu kept in float%s\n", l.path.c_str(),
               (long long)n, kept.size(), kept_list.c_str());
-  std::printf("  source checkpoint   %12ju bytes%s\n", source_bytes,
-              source_bytes > float_bytes ? " (model + optimizer state)" : "");
+  std::printf("  source checkpoint   %12ju bytes\n", source_bytes);
   std::printf("  float32 model only  %12ju bytes\n", float_bytes);
   std::printf("  int8 model          %12ju bytes = %.3fx the float32 model, %.3fx the source checkpoint\n", out_bytes,
               double(out_bytes) / double(float_bytes), double(out_bytes) / double(source_bytes));
