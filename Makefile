@@ -76,11 +76,16 @@ TEST_BIN := $(BIN)/mox-tests
 CIFAR_SRC := $(wildcard examples/cifar10/*.cpp)
 CIFAR_OBJ := $(CIFAR_SRC:%.cpp=$(BUILD)/obj/%.o)
 CIFAR_BIN := $(BIN)/mox-cifar10
+LLM_SRC := $(wildcard examples/llm/*.cpp)
+LLM_OBJ := $(LLM_SRC:%.cpp=$(BUILD)/obj/%.o)
+LLM_BIN := $(BIN)/mox-llm
+# The LLM example's model and checkpoint code, also linked into mox-tests (tests/test_llm.cpp).
+LLM_LIB_OBJ := $(addprefix $(BUILD)/obj/examples/llm/,config.o model.o checkpoint.o)
 BENCH_SRC := $(wildcard bench/*.cpp)
 BENCH_BIN := $(BENCH_SRC:bench/%.cpp=$(BIN)/mox-%)
 
 .PHONY: all lib test cifar10 bench deps data clean banner check-deps
-all: banner $(LIB) $(CIFAR_BIN) $(TEST_BIN) $(BENCH_BIN)
+all: banner $(LIB) $(CIFAR_BIN) $(LLM_BIN) $(TEST_BIN) $(BENCH_BIN)
 lib: $(LIB)
 
 banner:
@@ -100,13 +105,17 @@ $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(TEST_BIN): $(TEST_OBJ) $(LIB)
+$(TEST_BIN): $(TEST_OBJ) $(LLM_LIB_OBJ) $(LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $(TEST_OBJ) $(LIB) -o $@ -lgtest $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $(TEST_OBJ) $(LLM_LIB_OBJ) $(LIB) -o $@ -lgtest $(LDLIBS)
 
 $(CIFAR_BIN): $(CIFAR_OBJ) $(LIB)
 	@mkdir -p $(BIN)
 	$(CXX) $(CXXFLAGS) $(CIFAR_OBJ) $(LIB) -o $@ $(LDLIBS)
+
+$(LLM_BIN): $(LLM_OBJ) $(LIB)
+	@mkdir -p $(BIN)
+	$(CXX) $(CXXFLAGS) $(LLM_OBJ) $(LIB) -o $@ $(LDLIBS)
 
 $(BIN)/mox-%: $(BUILD)/obj/bench/%.o $(LIB)
 	@mkdir -p $(BIN)
@@ -224,5 +233,5 @@ data:
 clean:
 	rm -rf $(BUILD)
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(CIFAR_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(CIFAR_OBJ:.o=.d) $(LLM_OBJ:.o=.d)
 -include $(wildcard $(FUZZ_BUILD)/obj/*/*.d $(FUZZ_BUILD)/obj/*/*/*.d)

@@ -1,0 +1,71 @@
+// checkpoint.cpp — resolve, load and describe mox-llm checkpoints (see checkpoint.h).
+#include "examples/llm/checkpoint.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+
+#include "nn/quantized.h"
+
+namespace mox::llm {
+
+namespace fs = std::filesystem;
+
+std::string resolve_checkpoint(const std::string& p) {
+  std::error_code ec;
+  if (fs::is_directory(p, ec)) {
+    for (const char* name : {"best.safetensors", "last.safetensors"})
+      if (fs::is_regular_file(fs::path(p) / name, ec)) return (fs::path(p) / name).string();
+    MOX_FAIL("checkpoint directory '", p, "' holds neither best.safetensors nor last.safetensors");
+  }
+  MOX_CHECK(fs::is_regular_file(p, ec), "checkpoint '", p, "' not found");
+  return p;
+}
+
+std::string generator_state(const Generator& g) { return std::to_string(g.seed()) + ":" + std::to_string(g.offset()); }
+
+void restore_generator(Generator& g, const nn::Metadata& meta, const std::string& key, const std::string& path) {
+  const std::string v = nn::require_meta(meta, key, path);
+  const size_t colon = v.find(':');
+  char* end1 = nullptr;
+  char* end2 = nullptr;
+  errno = 0;
+  const unsigned long long seed = colon == std::string::npos ? 0 : std::strtoull(v.substr(0, colon).c_str(), &end1, 10);
+  const unsigned long long offset = colon == std::string::npos ? 0 : std::strtoull(v.c_str() + colon + 1, &end2, 10);
+  MOX_CHECK(colon != std::string::npos && colon > 0 && end1 && *end1 == '\0' && end2 && *end2 == '\0' && errno == 0,
+            "checkpoint '", path, "': metadata key '", key, "' is '", v, "', expected seed:offset");
+  g.set_state(seed, offset);
+}
+
+nn::Metadata base_metadata(const Transformer& model, const data::Tokenizer& tokenizer, bool quantized) {
+  nn::Metadata m{{"example", "llm"}, {"config", model.config().to_json()}, {"tokenizer", tokenizer.to_json()}};
+  if (quantized) m["quantized"] = "int8";
+  return m;
+}
+
+bool keep_in_float(const std::string& path) {
+  return path.find("gate.wg") != std::string::npos || path.find("coefficient") != std::string::npos;
+}
+
+Loaded load_llm(const std::string& path_or_dir) {
+  Loaded l;
+  l.path = resolve_checkpoint(path_or_dir);
+  // The metadata first: the model must be built from the file's config before it can load.
+  nn::Metadata meta = nn::read_checkpoint_metadata(l.path);
+  MOX_CHECK(meta.count("example") && meta["example"] == "llm", "checkpoint '", l.path,
+            "' is not a mox-llm checkpoint (metadata 'example' is '", meta.count("example") ? meta["example"] : "",
+            "')");
+  l.config = ModelConfig::from_json(nn::require_meta(meta, "config", l.path));
+  l.tokenizer = data::tokenizer_from_json(nn::require_meta(meta, "tokenizer", l.path));
+  MOX_CHECK(l.tokenizer->vocab_size() == l.config.vocab_size, "checkpoint '", l.path, "': tokenizer has ",
+            l.tokenizer->vocab_size(), " symbols, the model's vocab_size is ", l.config.vocab_size);
+  l.gen = std::make_shared<Generator>(0);
+  l.model = std::make_shared<Transformer>(l.config, l.gen);
+  l.quantized = meta.count("quantized") && meta["quantized"] == "int8";
+  if (l.quantized) nn::quantize_linears(*l.model, [](const std::string& p, const nn::Linear&) { return keep_in_float(p); });
+  l.meta = nn::load_checkpoint(l.path, *l.model, nullptr);
+  if (l.meta.count("model_rng")) restore_generator(*l.gen, l.meta, "model_rng", l.path);
+  return l;
+}
+
+}  // namespace mox::llm

@@ -1,0 +1,82 @@
+// commands.h — the subcommands of mox-llm: their options and entry points.
+//
+// main.cpp builds one CLI11 app with a subcommand per entry here; each add_*_command()
+// registers its flags (with --help) and each run_*() returns the process exit code (0 ok,
+// 1 runtime error is thrown as mox::Error and reported by main). Usage errors exit 2 in main.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "examples/llm/config.h"
+
+namespace CLI {
+class App;
+}
+
+namespace mox::llm {
+
+struct TrainOptions {
+  std::string data;                 // corpus file (default $MOX_DATA/tinyshakespeare/input.txt)
+  std::string tokenizer = "auto";   // auto | char | byte
+  std::string preset;               // shakespeare-cpu | shakespeare-gpu
+  ModelConfig model;                // architecture + MoE (vocab_size from the tokenizer)
+  double moe_loss_coeff = 0.01;
+  int64_t batch_size = 12, max_iters = 2000, grad_accum = 1;
+  double lr = 1e-3, min_lr = 1e-4;
+  int64_t warmup_iters = 100, lr_decay_iters = 2000;
+  double weight_decay = 0.1, beta1 = 0.9, beta2 = 0.99, grad_clip = 1.0;
+  int64_t eval_interval = 250, eval_iters = 20, log_interval = 10;
+  uint64_t seed = 1337;
+  int64_t threads = 2;
+  std::string out = "out-llm";      // checkpoint directory (last.safetensors, best.safetensors)
+  bool resume = false;              // continue from <out>/last.safetensors
+  std::string metrics;              // JSON-lines file
+  // distill only (Mixture-of-Students): teacher checkpoint, KD weight β, temperature, and the
+  // iteration after which the KD term is dropped (staged KD; -1 = never).
+  std::string teacher;
+  double kd_beta = 1.0, kd_temp = 1.0;
+  int64_t kd_stop_iter = -1;
+  bool student_experts_given = false;   // distill: --num-experts was on the command line
+};
+
+struct GenerateOptions {
+  std::string checkpoint;           // file or training directory
+  std::string prompt = "\n";
+  int64_t max_new_tokens = 500, num_samples = 1;
+  double temperature = 0.8, top_p = 1.0;
+  int64_t top_k = 200;              // 0 = no top-k filter
+  uint64_t seed = 1337;
+  bool no_kv_cache = false;         // recompute the whole context every token (for comparison)
+  int64_t threads = 2;
+};
+
+struct EvalOptions {
+  std::string checkpoint, data;
+  int64_t batch_size = 12, eval_iters = 0;   // 0: the whole validation split in blocks
+  int64_t threads = 2;
+};
+
+struct QuantizeOptions {
+  std::string checkpoint, out;
+  int64_t threads = 2;
+};
+
+void add_train_command(CLI::App& app, TrainOptions& o);
+void add_distill_command(CLI::App& app, TrainOptions& o);
+void add_generate_command(CLI::App& app, GenerateOptions& o);
+void add_eval_command(CLI::App& app, EvalOptions& o);
+void add_quantize_command(CLI::App& app, QuantizeOptions& o);
+
+// Fills the options a preset names (before the explicit flags are applied); throws naming it.
+void apply_preset(const std::string& name, TrainOptions& o);
+
+int run_train(const TrainOptions& o);     // also runs distill when o.teacher is set
+int run_generate(const GenerateOptions& o);
+int run_eval(const EvalOptions& o);
+int run_quantize(const QuantizeOptions& o);
+
+// $MOX_DATA/tinyshakespeare/input.txt, else data/tinyshakespeare/input.txt.
+std::string default_corpus();
+
+}  // namespace mox::llm
