@@ -261,6 +261,19 @@ TEST(LlmBiasGelu, Float32IsCloseToFloat64) {
   EXPECT_LT(max_abs_diff(b32.grad(), b.grad()), 1e-4);   // sums of 300 rows
 }
 
+TEST(LlmBiasGelu, Float32SaturatesAndKeepsNaN) {
+  std::vector<float> y = bias_gelu(from_vector<float>({NAN, -100.f, 100.f, INFINITY, 0.f}, {5})).to_vector<float>();
+  EXPECT_TRUE(std::isnan(y[0]));
+  EXPECT_EQ(y[1], 0.0f);
+  EXPECT_EQ(y[2], 100.0f);
+  EXPECT_EQ(y[3], INFINITY);
+  EXPECT_EQ(y[4], 0.0f);
+  Tensor q = from_vector<float>({NAN, 0, 0, 0}, {1, 1, 2, 2}), k = ones({1, 1, 2, 2});
+  std::vector<float> o = scaled_dot_product_attention(q, k, k).to_vector<float>();
+  EXPECT_TRUE(std::isnan(o[0]));
+  EXPECT_EQ(o[2], 1.0f);   // the other query's row is untouched
+}
+
 // ================================================================================ attention
 
 TEST(LlmAttention, SdpaMatchesNaiveReference) {

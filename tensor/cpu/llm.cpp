@@ -46,13 +46,13 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
 }
 
 // exp(x) for x ≤ 0 in f32 without a libm call, so the softmax and GELU loops vectorise:
-// Cephes' expf (x = n·ln2 + r, a degree-6 polynomial in r, times 2^n), within 2 ulp; flushes
-// below e^−87.3 to about 1e−38. f64 (gradchecks) uses std::exp.
+// Cephes' expf (x = n·ln2 + r, a degree-6 polynomial in r, times 2^n), within 2 ulp; 0 below
+// −87.3 (where float would go subnormal); NaN stays NaN. f64 (gradchecks) uses std::exp.
 inline float exp_nonpositive(float x) {
-  x = std::max(x, -87.3f);
-  // n = round(x/ln2) by the 1.5·2²³ trick (std::floor would not vectorise).
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;   // x − n·ln2 in two steps
+  const float xc = x > -87.3f ? x : -87.3f;   // NaN too becomes finite: the int cast below is defined
+  // n = round(xc/ln2) by the 1.5·2²³ trick (std::floor would not vectorise).
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;   // xc − n·ln2 in two steps
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
@@ -63,7 +63,7 @@ inline float exp_nonpositive(float x) {
   const uint32_t bits = uint32_t(int32_t(n) + 127) << 23;   // 2^n, n ≥ −126
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+  return x != x ? x : x < -87.3f ? 0.0f : p * scale;
 }
 template <typename T> inline T exp_nonpositive_of(T x) {
   if constexpr (std::is_same_v<T, float>) return exp_nonpositive(x);
