@@ -92,12 +92,13 @@ GateOutput TopKGate::route_logits(const Tensor& logits) {
             describe(logits), " must be f32 or f64");
   const int64_t S = logits.size(0);
   MOX_CHECK(S > 0, "TopKGate: no tokens to route (logits ", describe(logits), ")");
-  MOX_CHECK(!cfg_.drop_tokens || S >= cfg_.min_capacity, "TopKGate: ", S,
+  const bool training = is_training();
+  // In eval (inference decodes one token at a time) C ≥ S simply means nothing is dropped.
+  MOX_CHECK(!cfg_.drop_tokens || !training || S >= cfg_.min_capacity, "TopKGate: ", S,
             " tokens are fewer than min_capacity=", cfg_.min_capacity,
             ", so the capacity would exceed the batch; lower min_capacity or route more tokens");
   MOX_CHECK(raw::all_finite(logits), "TopKGate: the router logits ", describe(logits),
             " contain NaN or inf (diverged input or router weights); no routing is defined");
-  const bool training = is_training();
   const bool top2 = k == 2 && cfg_.drop_policy == DropPolicy::standard;   // GShard/DeepSpeed top-2
   const DropPolicy policy = k > 2 && cfg_.drop_policy == DropPolicy::standard ? DropPolicy::probs
                                                                               : cfg_.drop_policy;
@@ -156,8 +157,8 @@ GateOutput TopKGate::route_logits(const Tensor& logits) {
     for (int64_t s = 0; s < S; ++s)
       for (int64_t r = 0; r < k; ++r) queue[size_t(choice[size_t(s * k + r)])].push_back(s);
   }
-  std::vector<double> draw;   // RTS: one uniform per token, drawn on every call when enabled
-  const bool rts = k == 1 && cfg_.use_rts && cfg_.drop_tokens;
+  std::vector<double> draw;   // RTS: one uniform per token, drawn on every training call when enabled
+  const bool rts = k == 1 && cfg_.use_rts && cfg_.drop_tokens && training;   // eval: first-come
   if (rts) draw = raw::uniform({S}, 0.0, 1.0, DType::f64, Device::cpu(), gen_.get()).to_vector<double>();
   const int64_t C = out.capacity;
   std::vector<int64_t> tok, exp, slot, flat;

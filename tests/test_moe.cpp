@@ -294,6 +294,36 @@ TEST(MoeGate, SameSeedSameDrops) {
   }
 }
 
+TEST(MoeGate, EvalDrawsNothingAndAcceptsFewerTokensThanMinCapacity) {
+  Generator gen(5);
+  Tensor logits = raw::normal({40, 4}, 0, 1, DType::f32, Device::cpu(), &gen);
+  GateConfig c = gate_config(4, 1);
+  c.capacity_factor = c.eval_capacity_factor = 0.5;
+  c.min_capacity = 0;
+  c.noisy_gate_policy = NoisyGatePolicy::rsample;
+  auto shared = std::make_shared<Generator>(7);
+  TopKGate gate(4, c, shared);
+  gate.eval();
+  GateOutput g = gate.route_logits(logits);
+  EXPECT_EQ(shared->offset(), 0u);   // no RTS uniforms, no Gumbel noise in eval
+  EXPECT_GT(g.dropped, 0);
+  c.use_rts = false;                 // eval drops first-come, as training without RTS or noise
+  c.noisy_gate_policy = NoisyGatePolicy::none;
+  EXPECT_EQ(triples(g), triples(TopKGate(4, c).route_logits(logits)));
+
+  // One token (generation with a KV cache) against min_capacity 4: an error in training,
+  // nothing dropped in eval.
+  GateConfig c1 = gate_config(4, 2);
+  TopKGate one(4, c1);
+  Tensor single = from_vector<float>({0.1f, 0.4f, 0.2f, 0.3f}, {1, 4});
+  EXPECT_NE(error_of([&] { one.route_logits(single); }).find("1 tokens are fewer than min_capacity=4"),
+            std::string::npos);
+  one.eval();
+  GateOutput g1 = one.route_logits(single);
+  EXPECT_EQ(g1.dropped, 0);
+  EXPECT_EQ(triples(g1), (std::vector<Triple>{{0, 1, 0}, {0, 3, 0}}));
+}
+
 TEST(MoeGate, DroplessNeverDrops) {
   // Every token prefers expert 0: capacity mode would drop most of them.
   Generator gen(9);

@@ -27,13 +27,17 @@ std::string generator_state(const Generator& g) { return std::to_string(g.seed()
 void restore_generator(Generator& g, const nn::Metadata& meta, const std::string& key, const std::string& path) {
   const std::string v = nn::require_meta(meta, key, path);
   const size_t colon = v.find(':');
-  char* end1 = nullptr;
-  char* end2 = nullptr;
-  errno = 0;
-  const unsigned long long seed = colon == std::string::npos ? 0 : std::strtoull(v.substr(0, colon).c_str(), &end1, 10);
-  const unsigned long long offset = colon == std::string::npos ? 0 : std::strtoull(v.c_str() + colon + 1, &end2, 10);
-  MOX_CHECK(colon != std::string::npos && colon > 0 && end1 && *end1 == '\0' && end2 && *end2 == '\0' && errno == 0,
-            "checkpoint '", path, "': metadata key '", key, "' is '", v, "', expected seed:offset");
+  const std::string seed_text = colon == std::string::npos ? "" : v.substr(0, colon);
+  const std::string offset_text = colon == std::string::npos ? "" : v.substr(colon + 1);
+  auto parse = [&](const std::string& text, unsigned long long& out) {
+    char* end = nullptr;
+    errno = 0;
+    out = std::strtoull(text.c_str(), &end, 10);
+    return !text.empty() && text[0] != '-' && *end == '\0' && errno == 0;
+  };
+  unsigned long long seed = 0, offset = 0;
+  MOX_CHECK(parse(seed_text, seed) && parse(offset_text, offset), "checkpoint '", path, "': metadata key '", key,
+            "' is '", v, "', expected seed:offset");
   g.set_state(seed, offset);
 }
 
