@@ -1,6 +1,10 @@
 // checkpoint.cpp — see checkpoint.h.
 #include "nn/checkpoint.h"
 
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
 #include "nn/safetensors.h"
 
 namespace mox::nn {
@@ -77,6 +81,25 @@ std::string require_meta(const Metadata& meta, const std::string& key, const std
   auto it = meta.find(key);
   MOX_CHECK(it != meta.end(), "checkpoint '", path, "': metadata key '", key, "' is missing");
   return it->second;
+}
+
+int64_t require_meta_count(const Metadata& meta, const std::string& key, const std::string& path) {
+  const std::string v = require_meta(meta, key, path);
+  char* end = nullptr;
+  errno = 0;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  MOX_CHECK(!v.empty() && *end == '\0' && errno == 0 && n >= 0, "checkpoint '", path, "': metadata key '", key,
+            "' is '", v, "', expected a non-negative integer");
+  return n;
+}
+
+double require_meta_number(const Metadata& meta, const std::string& key, const std::string& path) {
+  const std::string v = require_meta(meta, key, path);
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  MOX_CHECK(!v.empty() && *end == '\0' && !std::isnan(d), "checkpoint '", path, "': metadata key '", key, "' is '", v,
+            "', expected a number");
+  return d;
 }
 
 }  // namespace mox::nn

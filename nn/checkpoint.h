@@ -5,6 +5,7 @@
 // the optimizer's own entries under "optimizer.", the caller's entries (epoch, step, RNG
 // state, config...) as given. The file opens in Python with safetensors.
 #pragma once
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -30,5 +31,9 @@ Metadata read_checkpoint_metadata(const std::string& path);
 
 // The value of a metadata key, or an error naming the file and the key.
 std::string require_meta(const Metadata& meta, const std::string& key, const std::string& path);
+// The same parsed as a non-negative integer / a number (inf allowed, NaN not); errors name
+// the file, the key and the text found.
+int64_t require_meta_count(const Metadata& meta, const std::string& key, const std::string& path);
+double require_meta_number(const Metadata& meta, const std::string& key, const std::string& path);
 
 }  // namespace mox::nn

@@ -3,7 +3,6 @@
 //
 // Exit codes: 0 success, 1 runtime error (missing data, corrupt checkpoint, non-finite
 // loss), 2 usage error.
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -87,17 +86,6 @@ std::unique_ptr<optim::LrSchedule> make_schedule(const Options& o, int64_t total
   return std::make_unique<optim::ConstantLr>(o.lr);
 }
 
-// A non-negative integer metadata entry of a checkpoint, or an error naming file and key.
-int64_t meta_count(const nn::Metadata& meta, const std::string& key, const std::string& path) {
-  const std::string v = nn::require_meta(meta, key, path);
-  char* end = nullptr;
-  errno = 0;
-  const long long n = std::strtoll(v.c_str(), &end, 10);
-  MOX_CHECK(!v.empty() && *end == '\0' && errno == 0 && n >= 0, "checkpoint '", path, "': metadata key '", key,
-            "' is '", v, "', expected a non-negative integer");
-  return n;
-}
-
 struct Accuracy {
   double overall = 0;
   std::vector<double> per_class;
@@ -159,8 +147,8 @@ int run(const Options& o) {
   int64_t first_epoch = 0, step = 0;
   if (!o.resume.empty()) {
     nn::Metadata meta = nn::load_checkpoint(o.resume, model, optimizer.get());
-    first_epoch = meta_count(meta, "epoch", o.resume);
-    step = meta_count(meta, "step", o.resume);
+    first_epoch = nn::require_meta_count(meta, "epoch", o.resume);
+    step = nn::require_meta_count(meta, "step", o.resume);
     std::printf("resumed from %s: %lld epochs done, step %lld\n", o.resume.c_str(), (long long)first_epoch,
                 (long long)step);
   }

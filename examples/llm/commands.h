@@ -3,6 +3,7 @@
 // main.cpp builds one CLI11 app with a subcommand per entry here; each add_*_command()
 // registers its flags (with --help) and each run_*() returns the process exit code (0 ok,
 // 1 runtime error is thrown as mox::Error and reported by main). Usage errors exit 2 in main.
+// What it is not: the flag definitions (options.cpp and each command's file).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -67,6 +68,10 @@ void add_distill_command(CLI::App& app, TrainOptions& o);
 void add_generate_command(CLI::App& app, GenerateOptions& o);
 void add_eval_command(CLI::App& app, EvalOptions& o);
 void add_quantize_command(CLI::App& app, QuantizeOptions& o);
+
+// Checks the flags that only make sense together (architecture, MoE, schedule); throws a
+// mox::Error naming them, which main reports as a usage error (exit 2).
+void validate_train_options(const TrainOptions& o, bool distill);
 
 // Fills the options a preset names (before the explicit flags are applied); throws naming it.
 void apply_preset(const std::string& name, TrainOptions& o);

@@ -2,7 +2,7 @@
 // (MoE) language model. See README.md for the recipes and measured results.
 //
 // Exit codes: 0 success, 1 runtime error (missing data or checkpoint, bad token, diverged
-// loss), 2 usage error.
+// loss), 2 usage error. What it is not: any command's logic — see commands.h.
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <cstring>
@@ -70,8 +70,16 @@ int main(int argc, char** argv) {
     std::cerr << "mox-llm: " << e.what() << "\nRun with --help (or <command> --help) for usage.\n";
     return 2;
   }
+  const std::string cmd = app.get_subcommands()[0]->get_name();
+  if (cmd == "train" || cmd == "distill") {
+    try {
+      validate_train_options(cmd == "train" ? train : distill, cmd == "distill");
+    } catch (const std::exception& e) {
+      std::cerr << "mox-llm " << cmd << ": " << e.what() << "\nRun with " << cmd << " --help for usage.\n";
+      return 2;
+    }
+  }
   try {
-    const std::string cmd = app.get_subcommands()[0]->get_name();
     if (cmd == "train") return run_train(train);
     if (cmd == "distill") {
       distill.student_experts_given = app.get_subcommand("distill")->count("--num-experts") > 0;

@@ -2,48 +2,36 @@
 //
 // Flag names follow nanoGPT (training) and Megatron-DeepSpeed (MoE). A preset fills the
 // options first; flags given on the command line then override it (main.cpp applies the
-// preset before parsing).
+// preset before parsing). What it is not: the training loop (train.cpp).
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdlib>
 
+#include "examples/common/cli.h"
 #include "examples/llm/commands.h"
+#include "moe/gate.h"
 #include "tensor/error.h"
 
 namespace mox::llm {
 namespace {
 
-// A finite number in [lo, hi] (lo excluded when lo_open); CLI11's own checks let "nan" through.
-CLI::Validator finite_in(double lo, double hi, bool lo_open, const std::string& name) {
-  const std::string what = std::string("a finite number in ") + (lo_open ? "(" : "[") + std::to_string(lo) + ", " +
-                           (hi == HUGE_VAL ? std::string("inf") : std::to_string(hi)) + "]";
-  return CLI::Validator(
-      [lo, hi, lo_open, what](std::string& input) -> std::string {
-        char* end = nullptr;
-        const double v = std::strtod(input.c_str(), &end);
-        const bool parsed = !input.empty() && end && *end == '\0';
-        if (!parsed || !std::isfinite(v) || v > hi || (lo_open ? v <= lo : v < lo))
-          return "value '" + input + "' is not " + what;
-        return "";
-      },
-      name);
-}
+using examples::finite_in;
+
 const CLI::Validator kPositive = finite_in(0, HUGE_VAL, true, "POSITIVE");
 const CLI::Validator kNonNegative = finite_in(0, HUGE_VAL, false, "NONNEGATIVE");
 const CLI::Validator kPositiveInt = finite_in(1, 1e15, false, "INT >= 1");
 const CLI::Validator kUnit = finite_in(0, 0.999999, false, "[0, 1)");
 
-void add_model_flags(CLI::App& c, TrainOptions& o) {
-  ModelConfig& m = o.model;
-  c.add_option("--arch", m.arch, "gpt (LayerNorm, GELU, learned positions) | llama (RMSNorm, RoPE, SwiGLU)")
-      ->check(CLI::IsMember({"gpt", "llama"}));
-  c.add_option("--n-head", m.n_head, "attention heads")->check(kPositiveInt);
-  c.add_option("--n-embd", m.n_embd, "model width")->check(kPositiveInt);
-  c.add_option("--block-size", m.block_size, "context length in tokens")->check(kPositiveInt);
-  c.add_option("--dropout", m.dropout, "dropout probability")->check(kUnit);
-  c.add_option("--bias", m.bias, "biases in Linears and LayerNorms (true/false)");
-  c.add_option("--num-experts", m.num_experts, "experts per MoE layer: one value, or one per MoE layer (pyramid); 1 = dense")
+void add_experts_flags(CLI::App& c, TrainOptions& o) {
+  c.add_option("--num-experts", o.model.num_experts,
+               "experts per MoE layer: one value, or one per MoE layer (pyramid); 1 = dense")
       ->expected(1, 64)->check(kPositiveInt);
+  c.add_option("--moe-loss-coeff", o.moe_loss_coeff, "weight of each MoE layer's l_aux in the loss")->check(kNonNegative);
+}
+
+void add_moe_flags(CLI::App& c, TrainOptions& o) {
+  ModelConfig& m = o.model;
+  add_experts_flags(c, o);
   c.add_option("--expert-interval", m.expert_interval, "every n-th layer is an MoE layer")->check(kPositiveInt);
   c.add_option("--top-k", m.gate.k, "experts per token")->check(kPositiveInt);
   c.add_option("--mlp-type", [&m](const std::vector<std::string>& v) { m.use_residual = v[0] == "residual"; return true; },
@@ -53,13 +41,24 @@ void add_model_flags(CLI::App& c, TrainOptions& o) {
   c.add_option("--eval-capacity-factor", m.gate.eval_capacity_factor, "expert capacity factor in evaluation")
       ->check(kPositive);
   c.add_option("--min-capacity", m.gate.min_capacity, "minimum expert capacity")->check(kNonNegative);
-  c.add_option("--moe-loss-coeff", o.moe_loss_coeff, "weight of each MoE layer's l_aux in the loss")->check(kNonNegative);
   c.add_option("--router-z-loss-coeff", m.gate.z_loss_coef, "weight of the router z-loss (ST-MoE)")->check(kNonNegative);
   c.add_option("--noisy-gate-policy",
                [&m](const std::vector<std::string>& v) { m.gate.noisy_gate_policy = moe::parse_noisy_gate_policy(v[0]); return true; },
                "None | Jitter | RSample")
       ->check(CLI::IsMember({"None", "Jitter", "RSample"}));
   c.add_flag("--drop-tokens,!--no-drop-tokens", m.gate.drop_tokens, "drop tokens over capacity (default) or run dropless");
+}
+
+void add_model_flags(CLI::App& c, TrainOptions& o) {
+  ModelConfig& m = o.model;
+  c.add_option("--arch", m.arch, "gpt (LayerNorm, GELU, learned positions) | llama (RMSNorm, RoPE, SwiGLU)")
+      ->check(CLI::IsMember({"gpt", "llama"}));
+  c.add_option("--n-head", m.n_head, "attention heads")->check(kPositiveInt);
+  c.add_option("--n-embd", m.n_embd, "model width")->check(kPositiveInt);
+  c.add_option("--block-size", m.block_size, "context length in tokens")->check(kPositiveInt);
+  c.add_option("--dropout", m.dropout, "dropout probability")->check(kUnit);
+  c.add_flag("--bias,!--no-bias", m.bias, "biases in Linears and LayerNorms (default: none, as nanoGPT)");
+  add_moe_flags(c, o);
 }
 
 void add_training_flags(CLI::App& c, TrainOptions& o) {
@@ -85,8 +84,10 @@ void add_training_flags(CLI::App& c, TrainOptions& o) {
   c.add_option("--seed", o.seed, "seed of initialisation, data sampling, dropout and routing noise")->check(kNonNegative);
   c.add_option("--threads", o.threads, "CPU threads")->check(finite_in(1, 1024, false, "[1, 1024]"));
   c.add_option("--out", o.out, "checkpoint directory (last.safetensors, best.safetensors)");
-  c.add_flag("--resume", o.resume, "continue from <out>/last.safetensors");
-  c.add_option("--metrics", o.metrics, "write JSON-lines metrics to this file");
+  c.add_flag("--resume", o.resume,
+             "continue from <out>/last.safetensors (its architecture; keep the first run's training flags, only "
+             "--max-iters may grow, for a bitwise-identical continuation)");
+  c.add_option("--metrics", o.metrics, "write JSON-lines metrics to this file")->check(examples::existing_parent_dir());
 }
 
 }  // namespace
@@ -111,7 +112,6 @@ void apply_preset(const std::string& name, TrainOptions& o) {
     o.batch_size = 64;
     o.max_iters = 5000;
     o.lr_decay_iters = 5000;
-    o.lr = 1e-3;
     o.eval_iters = 200;
   } else {
     MOX_FAIL("--preset '", name, "' is not one of shakespeare-cpu, shakespeare-gpu");
@@ -122,7 +122,22 @@ void apply_preset(const std::string& name, TrainOptions& o) {
   o.beta2 = 0.99;
   o.warmup_iters = 100;
   o.eval_interval = 250;
-  o.model.bias = false;
+}
+
+void validate_train_options(const TrainOptions& o, bool distill) {
+  MOX_CHECK(o.lr_decay_iters > o.warmup_iters, "--lr-decay-iters ", o.lr_decay_iters, " must exceed --warmup-iters ",
+            o.warmup_iters);
+  MOX_CHECK(o.min_lr <= o.lr, "--min-lr ", o.min_lr, " must not exceed --lr ", o.lr);
+  if (distill) return;   // the student's architecture comes from the teacher, checked when it is built
+  ModelConfig m = o.model;
+  m.vocab_size = 1;   // known once the corpus is read
+  m.validate();
+  for (int64_t e : m.experts_per_layer()) {
+    if (e <= 1) continue;
+    moe::GateConfig g = m.gate;
+    g.num_experts = e;
+    moe::TopKGate check(1, g);   // throws on k > E, RSample with k ≥ 2, ...
+  }
 }
 
 void add_train_command(CLI::App& app, TrainOptions& o) {
@@ -145,7 +160,8 @@ void add_distill_command(CLI::App& app, TrainOptions& o) {
   c->add_option("--kd-temp", o.kd_temp, "distillation temperature")->check(kPositive);
   c->add_option("--kd-stop-iter", o.kd_stop_iter, "step after which the KD term is dropped (-1: never)")
       ->check(finite_in(-1, 1e15, false, ">= -1"));
-  add_model_flags(*c, o);
+  // The student is the teacher's architecture: only its depth and experts are chosen here.
+  add_experts_flags(*c, o);
   add_training_flags(*c, o);
 }
 

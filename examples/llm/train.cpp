@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "datasets/text.h"
 #include "examples/common/metrics.h"
@@ -82,25 +83,22 @@ double estimate_loss(Transformer& model, const data::TextDataset& ds, data::Spli
   return total / double(o.eval_iters);
 }
 
-struct Teacher {
-  Loaded loaded;
-};
-
 }  // namespace
 
 int run_train(const TrainOptions& opts) {
   TrainOptions o = opts;
   set_num_threads(int(o.threads));
+  manual_seed(o.seed);   // the routers' initialisation draws from the default generator
   const bool distill = !o.teacher.empty();
-  std::unique_ptr<Teacher> teacher;
+  std::optional<Loaded> teacher;
   std::shared_ptr<const data::Tokenizer> tokenizer;
   if (distill) {
-    teacher = std::make_unique<Teacher>(Teacher{load_llm(o.teacher)});
-    teacher->loaded.model->eval();
-    tokenizer = teacher->loaded.tokenizer;
+    teacher = load_llm(o.teacher);
+    teacher->model->eval();   // frozen; eval routing draws no random numbers
+    tokenizer = teacher->tokenizer;
     // The student is the teacher's architecture with --student-layers blocks and, unless
     // --num-experts is given, the teacher's experts (a pyramid list cut to the student's depth).
-    ModelConfig student = teacher->loaded.config;
+    ModelConfig student = teacher->config;
     student.n_layer = o.model.n_layer;
     if (o.student_experts_given) student.num_experts = o.model.num_experts;
     else if (student.num_experts.size() > 1)
@@ -109,9 +107,8 @@ int run_train(const TrainOptions& opts) {
     o.model = student;
   }
   const std::string last_path = o.out + "/last.safetensors", best_path = o.out + "/best.safetensors";
-  nn::Metadata resumed;
   if (o.resume) {
-    resumed = nn::read_checkpoint_metadata(resolve_checkpoint(last_path));
+    const nn::Metadata resumed = nn::read_checkpoint_metadata(resolve_checkpoint(last_path));
     tokenizer = data::tokenizer_from_json(nn::require_meta(resumed, "tokenizer", last_path));
     o.model = ModelConfig::from_json(nn::require_meta(resumed, "config", last_path));
   }
@@ -119,7 +116,6 @@ int run_train(const TrainOptions& opts) {
       tokenizer ? std::make_unique<data::TextDataset>(o.data, tokenizer, o.model.block_size)
                 : std::make_unique<data::TextDataset>(o.data, o.model.block_size, 0.9, data::parse_tokenizer_kind(o.tokenizer));
   o.model.vocab_size = ds->tokenizer().vocab_size();
-  o.model.gate.seed = o.seed;
 
   auto model_gen = std::make_shared<Generator>(o.seed);
   Generator data_gen(o.seed + 1);
@@ -129,8 +125,8 @@ int run_train(const TrainOptions& opts) {
   double best_val = INFINITY;
   if (o.resume) {
     nn::Metadata meta = nn::load_checkpoint(last_path, model, optimizer.get());
-    step = std::stoll(nn::require_meta(meta, "step", last_path));
-    best_val = std::stod(nn::require_meta(meta, "best_val_loss", last_path));
+    step = nn::require_meta_count(meta, "step", last_path);
+    best_val = nn::require_meta_number(meta, "best_val_loss", last_path);
     restore_generator(*model_gen, meta, "model_rng", last_path);
     restore_generator(data_gen, meta, "data_rng", last_path);
     skip_eval_at = step;
@@ -168,32 +164,35 @@ int run_train(const TrainOptions& opts) {
 
   moe::RoutingStats routing;
   const bool has_moe = !model.moe_layers().empty();
-  double window_loss = 0, window_aux = 0;
+  std::vector<int64_t> moe_blocks;   // the block index of each MoE layer, for the routing records
+  const std::vector<int64_t> experts = model.config().experts_per_layer();
+  for (size_t l = 0; l < experts.size(); ++l)
+    if (experts[l] > 1) moe_blocks.push_back(int64_t(l));
+  double window_loss = 0, window_aux = 0, window_kd = 0;
   int64_t window_steps = 0, window_tokens = 0;
   auto window_start = Clock::now();
   const auto run_start = Clock::now();
   for (;; ++step) {
     if ((step % o.eval_interval == 0 || step == o.max_iters) && step != skip_eval_at) {
-      {
-        const double train_loss = estimate_loss(model, *ds, data::Split::train, o);
-        const double val_loss = estimate_loss(model, *ds, data::Split::val, o);
-        const double secs = std::chrono::duration<double>(Clock::now() - run_start).count();
-        std::printf("step %lld: train loss %.4f, val loss %.4f (%.0f s)\n", (long long)step, train_loss, val_loss, secs);
-        std::fflush(stdout);
-        metrics.write({{"split", "val"}, {"step", step}, {"loss", val_loss}, {"train_loss", train_loss},
-                       {"elapsed_s", secs}});
-        const bool improved = val_loss < best_val;
-        if (improved) best_val = val_loss;
-        save(last_path);
-        if (improved) save(best_path);
-      }
-      window_start = Clock::now();
+      const auto eval_start = Clock::now();
+      const double train_loss = estimate_loss(model, *ds, data::Split::train, o);
+      const double val_loss = estimate_loss(model, *ds, data::Split::val, o);
+      const double secs = std::chrono::duration<double>(Clock::now() - run_start).count();
+      std::printf("step %lld: train loss %.4f, val loss %.4f (%.0f s)\n", (long long)step, train_loss, val_loss, secs);
+      std::fflush(stdout);
+      metrics.write({{"split", "val"}, {"step", step}, {"loss", val_loss}, {"train_loss", train_loss},
+                     {"elapsed_s", secs}});
+      const bool improved = val_loss < best_val;
+      if (improved) best_val = val_loss;
+      save(last_path);
+      if (improved) save(best_path);
+      window_start += Clock::now() - eval_start;   // tokens/s counts training time only
     }
     if (step >= o.max_iters) break;
 
     schedule.apply(*optimizer, step);
     optimizer->zero_grad();
-    double step_loss = 0, step_aux = 0;
+    double step_loss = 0, step_aux = 0, step_kd = 0;
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
       data::TextBatch b = ds->sample(data::Split::train, o.batch_size, data_gen);
       Tensor logits = model.forward(b.x);   // (B, T, V)
@@ -209,9 +208,11 @@ int run_train(const TrainOptions& opts) {
         Tensor t_logits;
         {
           autograd::NoGradGuard no_grad;
-          t_logits = teacher->loaded.model->forward(b.x);
+          t_logits = teacher->model->forward(b.x);
         }
-        loss = loss + kd_loss(logits, t_logits, o.kd_beta, o.kd_temp);
+        Tensor kd = kd_loss(logits, t_logits, o.kd_beta, o.kd_temp);
+        step_kd += kd.item<double>();
+        loss = loss + kd;
       }
       (loss / double(o.grad_accum)).backward();
       const double l = ce.item<double>();
@@ -223,6 +224,7 @@ int run_train(const TrainOptions& opts) {
     optimizer->step();
     window_loss += step_loss;
     window_aux += step_aux / double(o.grad_accum);
+    window_kd += step_kd / double(o.grad_accum);
     ++window_steps;
     if ((step + 1) % o.log_interval == 0 || step + 1 == o.max_iters) {
       const double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
@@ -230,9 +232,11 @@ int run_train(const TrainOptions& opts) {
       nlohmann::json rec = {{"split", "train"}, {"step", step + 1}, {"loss", window_loss / double(window_steps)},
                             {"lr", optimizer->lr(0)}, {"tokens_per_s", tps}};
       if (has_moe) rec["aux_loss"] = window_aux / double(window_steps);
+      if (distill) rec["kd_loss"] = window_kd / double(window_steps);
       metrics.write(rec);
       for (nlohmann::json& r : routing.records()) {
         r["step"] = step + 1;
+        r["block"] = moe_blocks[r["layer"].get<size_t>()];
         metrics.write(r);
       }
       if ((step + 1) % (o.log_interval * 10) == 0 || step + 1 == o.max_iters) {
@@ -240,7 +244,7 @@ int run_train(const TrainOptions& opts) {
                     window_loss / double(window_steps), optimizer->lr(0), tps);
         std::fflush(stdout);
       }
-      window_loss = window_aux = 0;
+      window_loss = window_aux = window_kd = 0;
       window_steps = window_tokens = 0;
       window_start = Clock::now();
     }
