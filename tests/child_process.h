@@ -1,8 +1,9 @@
 // child_process.h — run one of mox's programs from a test and capture what it prints.
 //
 // The programs sit beside the test binary (build/bin/), found through /proc/self/exe.
-// run_program() runs "<binary> <args> 2>&1" through /bin/sh and returns the exit status
-// and the combined output; a binary that is missing gives an empty path (tests skip).
+// run_program() runs "<binary> <args> 2>&1" through /bin/sh (or "... 2>/dev/null" with
+// Stderr::discard) and returns the exit status and the captured output; a binary that is
+// missing gives an empty path (tests skip).
 #pragma once
 #include <sys/wait.h>
 
@@ -32,12 +33,17 @@ inline std::string sh_quote(const std::string& s) {
 
 struct ProgramResult {
   int code = -1;        // exit status, or -1 when it did not exit normally
-  std::string output;   // stdout and stderr together
+  std::string output;   // stdout, and stderr too unless it was discarded
 };
 
-inline ProgramResult run_program(const std::filesystem::path& binary, const std::string& args) {
+// What run_program does with the program's stderr: join it to stdout, or drop it.
+enum class Stderr { merge, discard };
+
+inline ProgramResult run_program(const std::filesystem::path& binary, const std::string& args,
+                                 Stderr err = Stderr::merge) {
   ProgramResult r;
-  const std::string cmd = sh_quote(binary.string()) + " " + args + " 2>&1";
+  const std::string cmd =
+      sh_quote(binary.string()) + " " + args + (err == Stderr::discard ? " 2>/dev/null" : " 2>&1");
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) {
     r.output = std::string("popen failed: ") + std::strerror(errno);

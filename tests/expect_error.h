@@ -1,5 +1,6 @@
-// expect_error.h — the assertion every bad-input test uses: run a callable and check it
-// throws mox::Error whose message contains each of the given parts (shapes, keys, values).
+// expect_error.h — the assertions bad-input tests use: expect_error runs a callable and
+// checks it throws mox::Error whose message contains each of the given parts (shapes, keys,
+// values); EXPECT_CONTAINS(text, part) checks a message or a program's output contains part.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -7,6 +8,9 @@
 #include <vector>
 
 #include "tensor/error.h"
+
+#define EXPECT_CONTAINS(text, part) \
+  EXPECT_NE((text).find(part), std::string::npos) << "expected \"" << (part) << "\" in:\n" << (text)
 
 namespace mox::testing {
 

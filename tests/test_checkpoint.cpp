@@ -9,11 +9,9 @@
 // key), and a failed load leaves model and optimizer untouched. Metadata round-trips;
 // user metadata under the reserved "optimizer." prefix is rejected before anything is
 // written. The file's keys are "model.*" and "optimizer.*" (readable from Python).
-// Each test works in its own mkdtemp directory.
+// Each test works in its own temp directory (tests/temp_dir.h).
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -30,6 +28,7 @@
 #include "nn/optim/sgd.h"
 #include "nn/safetensors.h"
 #include "tests/expect_error.h"
+#include "tests/temp_dir.h"
 
 namespace {
 
@@ -74,13 +73,7 @@ using MakeOpt = std::function<std::unique_ptr<optim::Optimizer>(const Module&, d
 
 class CheckpointTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "mox-checkpoint-XXXXXX").string();
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << "mkdtemp " << tmpl << ": " << std::strerror(errno);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  std::string path(const std::string& name) const { return dir_.path(name); }
 
   // Train k steps, save, train n more; fresh model+optimizer load and train n: bitwise equal.
   void check_resume_is_bitwise(const MakeOpt& make_opt) {
@@ -110,7 +103,7 @@ class CheckpointTest : public ::testing::Test {
     EXPECT_EQ(flat_params(*fresh), params);
   }
 
-  std::string dir_;
+  mox::testing::TempDir dir_{"mox-checkpoint"};
 };
 
 TEST_F(CheckpointTest, ResumeIsBitwiseIdenticalSgdMomentum) {
@@ -156,7 +149,7 @@ TEST_F(CheckpointTest, FileHoldsModelAndOptimizerKeys) {
   EXPECT_EQ(f.metadata.at("optimizer.optimizer"), "sgd");
   EXPECT_EQ(f.metadata.at("optimizer.default.0.weight.step"), "1");
   // Only the finished file is left (the atomic write's temp file is gone).
-  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_.path()), fs::directory_iterator()), 1);
 }
 
 TEST_F(CheckpointTest, MetadataRoundTripsAndReservedPrefixIsRejected) {

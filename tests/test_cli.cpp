@@ -1,23 +1,18 @@
 // test_cli.cpp — the command line of build/bin/mox-cifar10, run as a child process.
 //
-// The binary is found next to the test binary (/proc/self/exe → same directory). Checked:
+// The binary is found next to the test binary (tests/child_process.h; the tests skip when it
+// is not built), and each test works in its own temp directory (tests/temp_dir.h). Checked:
 // --help exits 0 and lists the options; usage errors (unknown flag, stray argument, bad
 // values including nan/inf, a --resume file that does not exist) exit 2 with a message
 // naming the option; runtime errors exit 1 with a message: a missing data directory (naming
 // it and `make data`), a CIFAR file of the wrong size (naming the file and both sizes, from
 // a small fake directory written by the test), and — when MOX_DATA holds CIFAR-10 — bad
 // --resume checkpoints: corrupt, another architecture, model-only, non-numeric epoch (each
-// naming the file). No run that fails leaves a --metrics or --save file behind. Training itself is covered by test_cifar10_e2e.cpp (a real epoch is too
-// slow for a unit test).
+// naming the file). No run that fails leaves a --metrics or --save file behind. Training
+// itself is covered by test_cifar10_e2e.cpp (a real epoch is too slow for a unit test).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <array>
-#include <cerrno>
-#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -27,69 +22,33 @@
 #include "nn/checkpoint.h"
 #include "nn/linear.h"
 #include "nn/optim/sgd.h"
+#include "tests/child_process.h"
+#include "tests/expect_error.h"
+#include "tests/temp_dir.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-
-fs::path cli_binary() {
-  std::error_code ec;
-  fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? fs::path() : self.parent_path() / "mox-cifar10";
-}
-
-// Single-quotes a string for /bin/sh.
-std::string sh_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-struct Result {
-  int code = -1;        // exit status, or -1 when it did not exit normally
-  std::string output;   // stdout and stderr together
-};
-
-Result run(const std::string& args) {
-  Result r;
-  const std::string cmd = sh_quote(cli_binary().string()) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) {
-    r.output = std::string("popen failed: ") + std::strerror(errno);
-    return r;
-  }
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(p);
-  if (status != -1 && WIFEXITED(status)) r.code = WEXITSTATUS(status);
-  return r;
-}
-
-#define EXPECT_CONTAINS(text, part) \
-  EXPECT_NE((text).find(part), std::string::npos) << "expected \"" << (part) << "\" in:\n" << (text)
+using mox::testing::ProgramResult;
+using mox::testing::sh_quote;
 
 class CifarCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::is_regular_file(cli_binary()))
-      GTEST_SKIP() << cli_binary() << " not found: build it with `make all` (it sits beside mox-tests)";
-    std::string tmpl = (fs::temp_directory_path() / "mox-cli-XXXXXX").string();
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << "mkdtemp " << tmpl << ": " << std::strerror(errno);
-    dir_ = tmpl;
+    binary_ = mox::testing::program_beside_tests("mox-cifar10");
+    if (binary_.empty()) GTEST_SKIP() << "mox-cifar10 not found: build it with `make all` (it sits beside mox-tests)";
   }
-  void TearDown() override {
-    if (!dir_.empty()) fs::remove_all(dir_);
-  }
-  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  ProgramResult run(const std::string& args) const { return mox::testing::run_program(binary_, args); }
+  std::string path(const std::string& name) const { return dir_.path(name); }
   void write_file(const std::string& name, size_t bytes) const {
     std::ofstream(path(name), std::ios::binary) << std::string(bytes, '\0');
   }
-  std::string dir_;
+  fs::path binary_;
+  mox::testing::TempDir dir_{"mox-cli"};
 };
 
 TEST_F(CifarCli, HelpExitsZeroAndListsTheOptions) {
-  Result r = run("--help");
+  ProgramResult r = run("--help");
   EXPECT_EQ(r.code, 0) << r.output;
   for (const char* opt : {"--batch-size", "--data", "--epochs", "--lr", "--optimizer", "--resume", "--save",
                           "--metrics", "--threads"})
@@ -121,7 +80,7 @@ TEST_F(CifarCli, UsageErrorsExitTwoNamingTheOption) {
   for (const Case& c : cases) {
     // --data points at a missing directory: had parsing accepted the value, the run would
     // fail later with exit 1 instead.
-    Result r = run(c.args + " --data " + sh_quote(path("nothing-here")));
+    ProgramResult r = run(c.args + " --data " + sh_quote(path("nothing-here")));
     EXPECT_EQ(r.code, 2) << c.args << ":\n" << r.output;
     EXPECT_CONTAINS(r.output, c.expect);
     EXPECT_CONTAINS(r.output, "--help");
@@ -140,7 +99,7 @@ TEST_F(CifarCli, ConfigFileIsAppliedAndItsErrorsExitTwoNamingTheKey) {
       "gradient_clipping": 1.0,
       "optimizer": {"type": "Adam", "params": {"lr": 0.002, "betas": [0.8, 0.999], "eps": 1e-8, "weight_decay": 3e-7}},
       "scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": 0, "warmup_max_lr": 0.002, "warmup_num_steps": 500}}})");
-  Result ok = run("--config " + good + no_data);
+  ProgramResult ok = run("--config " + good + no_data);
   EXPECT_EQ(ok.code, 1) << ok.output;
   EXPECT_CONTAINS(ok.output, "batch 16, adam lr 0.002 (momentum 0.9, betas 0.8 0.999, eps 1e-08, weight decay 3e-07)");
   EXPECT_CONTAINS(ok.output, "schedule warmup (warmup 500 steps from 0, log), gradient clipping 1, log every 100 steps");
@@ -165,18 +124,18 @@ TEST_F(CifarCli, ConfigFileIsAppliedAndItsErrorsExitTwoNamingTheKey) {
        "warmup_max_lr = 0.01 differs from optimizer.params.lr = 0.001"},
   };
   for (const Case& c : cases) {
-    Result r = run("--config " + write_config(c.name, c.text) + " " + c.flags + no_data);
+    ProgramResult r = run("--config " + write_config(c.name, c.text) + " " + c.flags + no_data);
     EXPECT_EQ(r.code, 2) << c.name << ":\n" << r.output;
     EXPECT_CONTAINS(r.output, path(c.name));
     EXPECT_CONTAINS(r.output, c.expect);
   }
-  Result missing = run("--config " + sh_quote(path("absent.json")) + no_data);
+  ProgramResult missing = run("--config " + sh_quote(path("absent.json")) + no_data);
   EXPECT_EQ(missing.code, 2) << missing.output;
   EXPECT_CONTAINS(missing.output, "--config");
 }
 
 TEST_F(CifarCli, ResumeOfAMissingFileExitsTwo) {
-  Result r = run("--resume " + sh_quote(path("absent.safetensors")) + " --data " + sh_quote(path("no-data")));
+  ProgramResult r = run("--resume " + sh_quote(path("absent.safetensors")) + " --data " + sh_quote(path("no-data")));
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_CONTAINS(r.output, "--resume");
   EXPECT_CONTAINS(r.output, path("absent.safetensors"));
@@ -184,8 +143,8 @@ TEST_F(CifarCli, ResumeOfAMissingFileExitsTwo) {
 
 TEST_F(CifarCli, MissingDataDirExitsOneNamingItAndMakeData) {
   const std::string data = path("no-such-dir");
-  Result r = run("--data " + sh_quote(data) + " --metrics " + sh_quote(path("m.jsonl")) + " --save " +
-                 sh_quote(path("c.safetensors")));
+  ProgramResult r = run("--data " + sh_quote(data) + " --metrics " + sh_quote(path("m.jsonl")) + " --save " +
+                        sh_quote(path("c.safetensors")));
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_CONTAINS(r.output, data);
   EXPECT_CONTAINS(r.output, "make data");
@@ -196,7 +155,7 @@ TEST_F(CifarCli, MissingDataDirExitsOneNamingItAndMakeData) {
 TEST_F(CifarCli, MissingSplitFileExitsOneNamingIt) {
   fs::create_directory(path("cifar"));
   for (int i = 1; i <= 4; ++i) write_file("cifar/data_batch_" + std::to_string(i) + ".bin", 3073);
-  Result r = run("--data " + sh_quote(path("cifar")));
+  ProgramResult r = run("--data " + sh_quote(path("cifar")));
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_CONTAINS(r.output, "data_batch_5.bin");
   EXPECT_CONTAINS(r.output, "make data");
@@ -207,7 +166,7 @@ TEST_F(CifarCli, WrongSizeDataFileExitsOneNamingTheFileAndSizes) {
   fs::create_directory(path("cifar"));
   for (int i = 1; i <= 5; ++i) write_file("cifar/data_batch_" + std::to_string(i) + ".bin", 100 * 3073);
   write_file("cifar/test_batch.bin", 100 * 3073);
-  Result r = run("--data " + sh_quote(path("cifar")) + " --metrics " + sh_quote(path("m.jsonl")));
+  ProgramResult r = run("--data " + sh_quote(path("cifar")) + " --metrics " + sh_quote(path("m.jsonl")));
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_CONTAINS(r.output, path("cifar") + "/data_batch_1.bin");
   EXPECT_CONTAINS(r.output, "307300 bytes");
@@ -241,8 +200,8 @@ TEST_F(CifarCli, BadResumeCheckpointsExitOneNamingTheFile) {
                                          {"model_only.safetensors", "optimizer"},
                                          {"bad_epoch.safetensors", "'epoch'"},
                                          {"no_step.safetensors", "'step'"}}) {
-    Result r = run("--data " + sh_quote(data) + " --resume " + sh_quote(path(c.file)) + " --metrics " +
-                   sh_quote(path("m.jsonl")) + " --threads 1");
+    ProgramResult r = run("--data " + sh_quote(data) + " --resume " + sh_quote(path(c.file)) + " --metrics " +
+                          sh_quote(path("m.jsonl")) + " --threads 1");
     EXPECT_EQ(r.code, 1) << c.file << ":\n" << r.output;
     EXPECT_CONTAINS(r.output, path(c.file));
     EXPECT_CONTAINS(r.output, c.expect);

@@ -3,7 +3,6 @@
 // Every test writes its own small files into a fresh temp dir (known pixels and labels);
 // the test that reads the real CIFAR-10 skips unless MOX_DATA/cifar10 exists.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -21,6 +20,7 @@
 #include "datasets/dataloader.h"
 #include "datasets/image_folder.h"
 #include "datasets/transforms.h"
+#include "tests/temp_dir.h"
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #pragma GCC diagnostic push
@@ -33,26 +33,9 @@
 namespace fs = std::filesystem;
 using namespace mox;
 using namespace mox::data;
+using mox::testing::TempDir;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed with everything in it.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "mox-datasets-XXXXXX").string();
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    char* p = mkdtemp(buf.data());
-    if (!p) throw std::runtime_error("mkdtemp failed for " + tmpl);
-    path = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (fs::path(path) / name).string(); }
-};
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   fs::create_directories(fs::path(path).parent_path());
@@ -92,16 +75,16 @@ std::vector<uint8_t> cifar_records(int64_t n) {
 }
 
 TEST(CifarParse, DecodesLabelsAndPlaneOrder) {
-  TempDir dir;
+  TempDir dir("mox-datasets");
   std::vector<uint8_t> bytes = cifar_records(3);
   // Record 1: a red-only image except one marked pixel at row 5, column 7.
   uint8_t* rec = bytes.data() + kCifarRecordBytes;
   std::fill(rec + 1, rec + 1 + 1024, uint8_t(200));           // R
   std::fill(rec + 1 + 1024, rec + 1 + 3072, uint8_t(0));       // G, B
   rec[1 + 2048 + 5 * 32 + 7] = 99;                             // B at (5, 7)
-  write_bytes(dir / "small.bin", bytes);
+  write_bytes(dir.path("small.bin"), bytes);
 
-  CifarRecords got = read_cifar10_file(dir / "small.bin", 0);
+  CifarRecords got = read_cifar10_file(dir.path("small.bin"), 0);
   ASSERT_EQ(got.images.shape(), Shape({3, 3, 32, 32}));
   ASSERT_EQ(got.labels, (std::vector<int64_t>{0, 1, 2}));
   const uint8_t* px = got.images.data<uint8_t>();   // (N, 3, 32, 32)
@@ -120,18 +103,18 @@ TEST(CifarParse, DecodesLabelsAndPlaneOrder) {
 }
 
 TEST(CifarParse, WrongSizeNamesFileAndBothSizes) {
-  TempDir dir;
+  TempDir dir("mox-datasets");
   std::vector<uint8_t> bytes = cifar_records(2);
   bytes.resize(bytes.size() + 5);   // 6151 bytes
-  write_bytes(dir / "ragged.bin", bytes);
-  std::string msg = error_of([&] { read_cifar10_file(dir / "ragged.bin", 0); });
+  write_bytes(dir.path("ragged.bin"), bytes);
+  std::string msg = error_of([&] { read_cifar10_file(dir.path("ragged.bin"), 0); });
   EXPECT_NE(msg.find("ragged.bin"), std::string::npos) << msg;
   EXPECT_NE(msg.find("6151"), std::string::npos) << msg;
   EXPECT_NE(msg.find("3073"), std::string::npos) << msg;
 
   bytes.resize(2 * 3073);   // whole records, but not the 10,000 of an official file
-  write_bytes(dir / "short.bin", bytes);
-  msg = error_of([&] { read_cifar10_file(dir / "short.bin"); });
+  write_bytes(dir.path("short.bin"), bytes);
+  msg = error_of([&] { read_cifar10_file(dir.path("short.bin")); });
   EXPECT_NE(msg.find("short.bin"), std::string::npos) << msg;
   EXPECT_NE(msg.find("6146"), std::string::npos) << msg;
   EXPECT_NE(msg.find("30730000"), std::string::npos) << msg;
@@ -140,11 +123,11 @@ TEST(CifarParse, WrongSizeNamesFileAndBothSizes) {
 }
 
 TEST(CifarParse, LabelAboveNineNamesFileAndRecord) {
-  TempDir dir;
+  TempDir dir("mox-datasets");
   std::vector<uint8_t> bytes = cifar_records(4);
   bytes[2 * kCifarRecordBytes] = 10;
-  write_bytes(dir / "bad_label.bin", bytes);
-  std::string msg = error_of([&] { read_cifar10_file(dir / "bad_label.bin", 0); });
+  write_bytes(dir.path("bad_label.bin"), bytes);
+  std::string msg = error_of([&] { read_cifar10_file(dir.path("bad_label.bin"), 0); });
   EXPECT_NE(msg.find("bad_label.bin"), std::string::npos) << msg;
   EXPECT_NE(msg.find("record 2"), std::string::npos) << msg;
   EXPECT_NE(msg.find("label 10"), std::string::npos) << msg;
@@ -158,21 +141,21 @@ TEST(Cifar10, MissingDirectoryMentionsMakeData) {
 }
 
 TEST(Cifar10, MissingFileIsNamed) {
-  TempDir dir;
-  std::string msg = error_of([&] { Cifar10(dir.path, false); });
+  TempDir dir("mox-datasets");
+  std::string msg = error_of([&] { Cifar10(dir.path(), false); });
   EXPECT_NE(msg.find("test_batch.bin"), std::string::npos) << msg;
-  write_bytes(dir / "data_batch_1.bin", {});
-  msg = error_of([&] { Cifar10(dir.path, true); });
+  write_bytes(dir.path("data_batch_1.bin"), {});
+  msg = error_of([&] { Cifar10(dir.path(), true); });
   EXPECT_NE(msg.find("data_batch_2.bin"), std::string::npos) << msg;
   EXPECT_NE(msg.find("make data"), std::string::npos) << msg;
 }
 
 TEST(Cifar10, ReadsTestSplitWithClassNames) {
-  TempDir dir;
+  TempDir dir("mox-datasets");
   std::vector<uint8_t> bytes = cifar_records(kCifarRecordsPerFile);
-  write_bytes(dir / "test_batch.bin", bytes);
+  write_bytes(dir.path("test_batch.bin"), bytes);
   {
-    Cifar10 ds(dir.path, false);
+    Cifar10 ds(dir.path(), false);
     ASSERT_EQ(ds.size(), 10000);
     EXPECT_EQ(ds.class_names().size(), 10u);
     EXPECT_EQ(ds.class_names()[0], "airplane");   // defaults without batches.meta.txt
@@ -189,22 +172,22 @@ TEST(Cifar10, ReadsTestSplitWithClassNames) {
     EXPECT_THROW(ds.get(-1), mox::Error);
   }
   {
-    std::ofstream meta(dir / "batches.meta.txt");
+    std::ofstream meta(dir.path("batches.meta.txt"));
     for (int i = 0; i < 10; ++i) meta << "class" << i << "\r\n";
     meta << "\n";
   }
-  EXPECT_EQ(Cifar10(dir.path, false).class_names()[3], "class3");
+  EXPECT_EQ(Cifar10(dir.path(), false).class_names()[3], "class3");
   {
-    std::ofstream meta(dir / "batches.meta.txt");
+    std::ofstream meta(dir.path("batches.meta.txt"));
     meta << "only\ntwo\n";
   }
-  std::string msg = error_of([&] { Cifar10(dir.path, false); });
+  std::string msg = error_of([&] { Cifar10(dir.path(), false); });
   EXPECT_NE(msg.find("batches.meta.txt"), std::string::npos) << msg;
-  fs::remove(dir / "batches.meta.txt");
+  fs::remove(dir.path("batches.meta.txt"));
 
   bytes.pop_back();   // a truncated download
-  write_bytes(dir / "test_batch.bin", bytes);
-  msg = error_of([&] { Cifar10(dir.path, false); });
+  write_bytes(dir.path("test_batch.bin"), bytes);
+  msg = error_of([&] { Cifar10(dir.path(), false); });
   EXPECT_NE(msg.find("test_batch.bin"), std::string::npos) << msg;
   EXPECT_NE(msg.find("30729999"), std::string::npos) << msg;
   EXPECT_NE(msg.find("30730000"), std::string::npos) << msg;
@@ -264,16 +247,16 @@ void expect_planar_equals(const Tensor& image, int w, int h, const std::vector<u
 }
 
 TEST(ImageFolder, LabelsFromSortedClassFoldersAndExactPixels) {
-  TempDir dir;
+  TempDir dir("mox-datasets");
   std::vector<uint8_t> a = rgb_pattern(5, 4, 10), b = rgb_pattern(5, 4, 90), c = rgb_pattern(3, 2, 7);
-  write_png(dir / "dog/b.png", 5, 4, 3, b);
-  write_png(dir / "dog/a.png", 5, 4, 3, a);
-  write_bmp(dir / "cat/x.bmp", 3, 2, c);
-  write_png(dir / "bird/grey.PNG", 2, 2, 1, {0, 50, 100, 250});
-  write_bytes(dir / "dog/notes.txt", {'h', 'i'});   // ignored: not an image
-  write_bytes(dir / "README", {'h', 'i'});          // ignored: not a folder
+  write_png(dir.path("dog/b.png"), 5, 4, 3, b);
+  write_png(dir.path("dog/a.png"), 5, 4, 3, a);
+  write_bmp(dir.path("cat/x.bmp"), 3, 2, c);
+  write_png(dir.path("bird/grey.PNG"), 2, 2, 1, {0, 50, 100, 250});
+  write_bytes(dir.path("dog/notes.txt"), {'h', 'i'});   // ignored: not an image
+  write_bytes(dir.path("README"), {'h', 'i'});          // ignored: not a folder
 
-  ImageFolder ds(dir.path);
+  ImageFolder ds(dir.path());
   ASSERT_EQ(ds.class_names(), (std::vector<std::string>{"bird", "cat", "dog"}));
   ASSERT_EQ(ds.size(), 4);
   EXPECT_EQ(fs::path(ds.path(2)).filename(), "a.png");
@@ -293,24 +276,24 @@ TEST(ImageFolder, LabelsFromSortedClassFoldersAndExactPixels) {
 }
 
 TEST(ImageFolder, CorruptFileNamesPath) {
-  TempDir dir;
+  TempDir dir("mox-datasets");
   std::vector<uint8_t> junk(300);
   for (size_t i = 0; i < junk.size(); ++i) junk[i] = uint8_t(i * 131 + 17);
-  write_bytes(dir / "cls/junk.png", junk);
-  ImageFolder ds(dir.path);
+  write_bytes(dir.path("cls/junk.png"), junk);
+  ImageFolder ds(dir.path());
   std::string msg = error_of([&] { ds.get(0); });
-  EXPECT_NE(msg.find(dir / "cls/junk.png"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(dir.path("cls/junk.png")), std::string::npos) << msg;
 }
 
 TEST(ImageFolder, TruncatedPngThrows) {
-  TempDir dir;
-  write_png(dir / "full.png", 16, 16, 3, rgb_pattern(16, 16, 3));
-  std::ifstream in(dir / "full.png", std::ios::binary);
+  TempDir dir("mox-datasets");
+  write_png(dir.path("full.png"), 16, 16, 3, rgb_pattern(16, 16, 3));
+  std::ifstream in(dir.path("full.png"), std::ios::binary);
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   ASSERT_GT(bytes.size(), 80u);
   bytes.resize(bytes.size() / 2);
-  write_bytes(dir / "cls/cut.png", bytes);
-  ImageFolder ds(dir.path + "/");
+  write_bytes(dir.path("cls/cut.png"), bytes);
+  ImageFolder ds(dir.path() + "/");
   std::string msg = error_of([&] { ds.get(0); });
   EXPECT_NE(msg.find("cut.png"), std::string::npos) << msg;
 }
@@ -360,21 +343,21 @@ TEST(ImageFolder, AbsurdDimensionsRefusedBeforeDecoding) {
   put32be(png, 100000);
   for (uint8_t v : {8, 2, 0, 0, 0}) png.push_back(v);   // depth 8, RGB, no interlace
   put32be(png, 0);                                       // CRC (not checked by stb)
-  TempDir dir;
-  write_bytes(dir / "cls/huge.png", png);
-  ImageFolder ds(dir.path);
+  TempDir dir("mox-datasets");
+  write_bytes(dir.path("cls/huge.png"), png);
+  ImageFolder ds(dir.path());
   msg = error_of([&] { ds.get(0); });
   EXPECT_NE(msg.find("huge.png"), std::string::npos) << msg;
 }
 
 TEST(ImageFolder, EmptyOrMissingRootIsAnError) {
-  TempDir dir;
-  std::string msg = error_of([&] { ImageFolder ds(dir.path); });
+  TempDir dir("mox-datasets");
+  std::string msg = error_of([&] { ImageFolder ds(dir.path()); });
   EXPECT_NE(msg.find("no class folders"), std::string::npos) << msg;
-  msg = error_of([&] { ImageFolder ds(dir / "absent"); });
+  msg = error_of([&] { ImageFolder ds(dir.path("absent")); });
   EXPECT_NE(msg.find("absent"), std::string::npos) << msg;
-  fs::create_directories(dir / "empty_class");
-  msg = error_of([&] { ImageFolder ds(dir.path); });
+  fs::create_directories(dir.path("empty_class"));
+  msg = error_of([&] { ImageFolder ds(dir.path()); });
   EXPECT_NE(msg.find("empty_class"), std::string::npos) << msg;
 }
 

@@ -16,15 +16,9 @@
 // a missing checkpoint or corpus and an out-of-vocabulary prompt character exit 1 naming
 // them. Everything is tiny (2 layers, width 16, block 16): the file runs in about a second.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <array>
-#include <cerrno>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -35,7 +29,9 @@
 #include "examples/llm/checkpoint.h"
 #include "nn/loss.h"
 #include "nn/quantized.h"
+#include "tests/child_process.h"
 #include "tests/expect_error.h"
+#include "tests/temp_dir.h"
 
 namespace {
 
@@ -43,9 +39,9 @@ namespace fs = std::filesystem;
 using namespace mox;
 using namespace mox::llm;
 using mox::testing::expect_error;
-
-#define EXPECT_CONTAINS(text, part) \
-  EXPECT_NE((text).find(part), std::string::npos) << "expected \"" << (part) << "\" in:\n" << (text)
+using mox::testing::ProgramResult;
+using mox::testing::sh_quote;
+using mox::testing::TempDir;
 
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   EXPECT_EQ(a.shape(), b.shape());
@@ -116,24 +112,6 @@ TEST(LlmModel, KvCacheBeyondBlockSizeIsAnErrorNamingIt) {
 
 // ================================================================================ checkpoints
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "mox-llm-test-XXXXXX").string();
-    if (mkdtemp(tmpl.data())) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  bool ok() const { return !path_.empty(); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 // A freshly initialised model saved as a mox-llm checkpoint (model only) with `extra` metadata.
 void write_checkpoint(const std::string& path, const ModelConfig& cfg, const data::Tokenizer& tok, uint64_t seed,
                       const nn::Metadata& extra = {}) {
@@ -154,8 +132,7 @@ Tensor logits_of(const Loaded& l, const std::string& text) {
 }
 
 TEST(LlmCheckpoint, RoundTripKeepsConfigTokenizerGeneratorAndLogits) {
-  TempDir dir;
-  ASSERT_TRUE(dir.ok());
+  TempDir dir("mox-llm-test");
   const data::CharTokenizer tok = data::CharTokenizer::from_text("to be, or not to be\n");
   const ModelConfig cfg = tiny_config("llama", 4, tok.vocab_size());
   auto gen = std::make_shared<Generator>(21);
@@ -164,10 +141,10 @@ TEST(LlmCheckpoint, RoundTripKeepsConfigTokenizerGeneratorAndLogits) {
   gen->advance(5);   // the saved generator state is not the initial one
   nn::Metadata meta = base_metadata(m, tok, false);
   meta["model_rng"] = generator_state(*gen);
-  nn::save_checkpoint(dir / "last.safetensors", m, nullptr, meta);
+  nn::save_checkpoint(dir.path("last.safetensors"), m, nullptr, meta);
 
   const Loaded l = load_llm(dir.path());   // a directory: its last.safetensors (no best)
-  EXPECT_EQ(l.path, dir / "last.safetensors");
+  EXPECT_EQ(l.path, dir.path("last.safetensors"));
   EXPECT_EQ(l.config.to_json(), cfg.to_json());
   EXPECT_EQ(l.tokenizer->to_json(), tok.to_json());
   EXPECT_FALSE(l.quantized);
@@ -178,44 +155,10 @@ TEST(LlmCheckpoint, RoundTripKeepsConfigTokenizerGeneratorAndLogits) {
   const Tensor idx = from_vector<int64_t>(ids, {1, int64_t(ids.size())});
   EXPECT_EQ(max_abs_diff(l.model->forward(idx), m.forward(idx)), 0.0);
 
-  expect_error([&] { load_llm(dir / "missing.safetensors"); }, {dir / "missing.safetensors", "not found"});
+  expect_error([&] { load_llm(dir.path("missing.safetensors")); }, {dir.path("missing.safetensors"), "not found"});
 }
 
 // ================================================================================ mox-llm
-
-fs::path llm_binary() {
-  std::error_code ec;
-  fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? fs::path() : self.parent_path() / "mox-llm";
-}
-
-std::string sh_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-struct Result {
-  int code = -1;        // exit status, or -1 when it did not exit normally
-  std::string output;   // stdout, and stderr too unless it was discarded
-};
-
-// Runs mox-llm with `args` (shell words); stderr joins stdout unless `stdout_only`.
-Result run_llm(const std::string& args, bool stdout_only = false) {
-  Result r;
-  const std::string cmd = sh_quote(llm_binary().string()) + " " + args + (stdout_only ? " 2>/dev/null" : " 2>&1");
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) {
-    r.output = std::string("popen failed: ") + std::strerror(errno);
-    return r;
-  }
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(p);
-  if (status != -1 && WIFEXITED(status)) r.code = WEXITSTATUS(status);
-  return r;
-}
 
 const std::string kCorpus = "the king shall be the lord of all; thou art not the queen.\n";
 const std::string kSeparator = "\n---------------\n";
@@ -224,30 +167,37 @@ const std::string kSeparator = "\n---------------\n";
 class LlmCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::is_regular_file(llm_binary()))
-      GTEST_SKIP() << llm_binary() << " not found: build it with `make all` (it sits beside mox-tests)";
-    ASSERT_TRUE(dir_.ok());
+    binary_ = mox::testing::program_beside_tests("mox-llm");
+    if (binary_.empty()) GTEST_SKIP() << "mox-llm not found: build it with `make all` (it sits beside mox-tests)";
     write_checkpoint(ckpt_, tiny_config("gpt", 4, tok_.vocab_size()), tok_, 31, {{"step", "7"}, {"best_val_loss", "2.5"}});
   }
+  // Runs mox-llm with `args` (shell words); stderr joins stdout unless `stdout_only`.
+  ProgramResult run_llm(const std::string& args, bool stdout_only = false) const {
+    return mox::testing::run_program(binary_, args,
+                                     stdout_only ? mox::testing::Stderr::discard : mox::testing::Stderr::merge);
+  }
   // "generate --checkpoint <ckpt> <args>", stdout only.
-  Result generate(const std::string& args) { return run_llm("generate --checkpoint " + sh_quote(ckpt_) + " " + args, true); }
+  ProgramResult generate(const std::string& args) const {
+    return run_llm("generate --checkpoint " + sh_quote(ckpt_) + " " + args, true);
+  }
 
-  TempDir dir_;
+  fs::path binary_;
+  TempDir dir_{"mox-llm-test"};
   const data::CharTokenizer tok_ = data::CharTokenizer::from_text(kCorpus);
-  const std::string ckpt_ = dir_ / "model.safetensors";
+  const std::string ckpt_ = dir_.path("model.safetensors");
 };
 
 class LlmGenerate : public LlmCli {};
 class LlmCheckpointCli : public LlmCli {};
 
 TEST_F(LlmGenerate, SameSeedSameTextOtherSeedOtherText) {
-  const Result a = generate("--prompt 'the ' --max-new-tokens 40 --seed 5");
+  const ProgramResult a = generate("--prompt 'the ' --max-new-tokens 40 --seed 5");
   ASSERT_EQ(a.code, 0) << a.output;
   EXPECT_EQ(a.output.substr(0, 4), "the ");
   EXPECT_EQ(a.output.size(), 4 + 40 + kSeparator.size()) << a.output;   // one character per token
   EXPECT_EQ(a.output.substr(a.output.size() - kSeparator.size()), kSeparator);
   EXPECT_EQ(generate("--prompt 'the ' --max-new-tokens 40 --seed 5").output, a.output);
-  const Result b = generate("--prompt 'the ' --max-new-tokens 40 --seed 6");
+  const ProgramResult b = generate("--prompt 'the ' --max-new-tokens 40 --seed 6");
   EXPECT_EQ(b.code, 0);
   EXPECT_NE(b.output, a.output);
 }
@@ -257,12 +207,12 @@ TEST_F(LlmGenerate, SameSeedSameTextOtherSeedOtherText) {
 TEST_F(LlmGenerate, KvCacheAndFullRecomputeAgreeWithinTheBlockAndBothRunPastIt) {
   for (const std::string flags : {"", "--temperature 1.5 --top-k 5", "--top-p 0.8 --temperature 0.7"}) {
     const std::string args = "--prompt 'the' --max-new-tokens 14 --seed 3 " + flags;
-    const Result cached = generate(args), full = generate(args + " --no-kv-cache");
+    const ProgramResult cached = generate(args), full = generate(args + " --no-kv-cache");
     ASSERT_EQ(cached.code, 0) << cached.output;
     EXPECT_EQ(cached.output, full.output) << flags;
   }
   for (const std::string mode : {"", "--no-kv-cache"}) {
-    const Result r = generate("--prompt 'the king shall be the lord' --max-new-tokens 50 --num-samples 2 " + mode);
+    const ProgramResult r = generate("--prompt 'the king shall be the lord' --max-new-tokens 50 --num-samples 2 " + mode);
     ASSERT_EQ(r.code, 0) << r.output;
     const size_t one = 26 + 50 + kSeparator.size();   // a 26-character prompt (cropped to the block)
     EXPECT_EQ(r.output.size(), 2 * one) << r.output;
@@ -271,7 +221,7 @@ TEST_F(LlmGenerate, KvCacheAndFullRecomputeAgreeWithinTheBlockAndBothRunPastIt) 
 }
 
 TEST_F(LlmGenerate, TopKOneAndATinyTopPAreGreedy) {
-  const Result greedy = generate("--prompt 'th' --max-new-tokens 20 --top-k 1 --seed 1");
+  const ProgramResult greedy = generate("--prompt 'th' --max-new-tokens 20 --top-k 1 --seed 1");
   ASSERT_EQ(greedy.code, 0) << greedy.output;
   EXPECT_EQ(generate("--prompt 'th' --max-new-tokens 20 --top-k 1 --seed 2").output, greedy.output);
   EXPECT_EQ(generate("--prompt 'th' --max-new-tokens 20 --top-k 0 --top-p 1e-6 --seed 3").output, greedy.output);
@@ -281,9 +231,9 @@ TEST_F(LlmGenerate, TopKOneAndATinyTopPAreGreedy) {
 // and duplicates nothing: prompt bytes + one byte per token + the separator.
 TEST_F(LlmGenerate, ByteTokenizerWritesEveryByteOnce) {
   const data::ByteTokenizer bytes;
-  write_checkpoint(dir_ / "bytes.safetensors", tiny_config("llama", 1, 256), bytes, 41);
-  const Result r =
-      run_llm("generate --checkpoint " + sh_quote(dir_ / "bytes.safetensors") + " --prompt 'é' --max-new-tokens 30", true);
+  write_checkpoint(dir_.path("bytes.safetensors"), tiny_config("llama", 1, 256), bytes, 41);
+  const ProgramResult r =
+      run_llm("generate --checkpoint " + sh_quote(dir_.path("bytes.safetensors")) + " --prompt 'é' --max-new-tokens 30", true);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(r.output.size(), 2 + 30 + kSeparator.size());
   EXPECT_EQ(r.output.substr(0, 2), "é");
@@ -305,33 +255,33 @@ TEST_F(LlmGenerate, UsageErrorsExitTwoNamingTheFlag) {
       {"eval " + c + " --batch-size 0", "--batch-size"},
       {"eval " + c + " --eval-iters -1", "--eval-iters"},
       {"quantize " + c, "--out"},
-      {"quantize --out " + sh_quote(dir_ / "q.safetensors"), "--checkpoint"},
-      {"quantize " + c + " --out " + sh_quote(dir_ / "no-such-dir/q.safetensors"), "no-such-dir"},
+      {"quantize --out " + sh_quote(dir_.path("q.safetensors")), "--checkpoint"},
+      {"quantize " + c + " --out " + sh_quote(dir_.path("no-such-dir/q.safetensors")), "no-such-dir"},
   };
   for (const Case& k : cases) {
-    const Result r = run_llm(k.args);
+    const ProgramResult r = run_llm(k.args);
     EXPECT_EQ(r.code, 2) << k.args << "\n" << r.output;
     EXPECT_CONTAINS(r.output, k.expect);
   }
 }
 
 TEST_F(LlmGenerate, MissingFilesAndUnknownCharactersExitOneNamingThem) {
-  const std::string missing = dir_ / "missing.safetensors";
-  for (const std::string& cmd : std::vector<std::string>{"generate", "eval", "quantize --out " + sh_quote(dir_ / "q.safetensors")}) {
-    const Result r = run_llm(cmd + " --checkpoint " + sh_quote(missing));
+  const std::string missing = dir_.path("missing.safetensors");
+  for (const std::string& cmd : std::vector<std::string>{"generate", "eval", "quantize --out " + sh_quote(dir_.path("q.safetensors"))}) {
+    const ProgramResult r = run_llm(cmd + " --checkpoint " + sh_quote(missing));
     EXPECT_EQ(r.code, 1) << cmd << "\n" << r.output;
     EXPECT_CONTAINS(r.output, missing);
   }
-  Result r = run_llm("generate --checkpoint " + sh_quote(ckpt_) + " --prompt 'the é'");
+  ProgramResult r = run_llm("generate --checkpoint " + sh_quote(ckpt_) + " --prompt 'the é'");
   EXPECT_EQ(r.code, 1);
   EXPECT_CONTAINS(r.output, "--prompt");
   EXPECT_CONTAINS(r.output, "'é' (U+00E9)");
   r = run_llm("generate --checkpoint " + sh_quote(ckpt_) + " --prompt 'the KING'");
   EXPECT_EQ(r.code, 1);
   EXPECT_CONTAINS(r.output, "'K'");
-  r = run_llm("eval --checkpoint " + sh_quote(ckpt_) + " --data " + sh_quote(dir_ / "no-corpus.txt"));
+  r = run_llm("eval --checkpoint " + sh_quote(ckpt_) + " --data " + sh_quote(dir_.path("no-corpus.txt")));
   EXPECT_EQ(r.code, 1);
-  EXPECT_CONTAINS(r.output, dir_ / "no-corpus.txt");
+  EXPECT_CONTAINS(r.output, dir_.path("no-corpus.txt"));
 }
 
 // The number after `key` in `text` (NaN when absent).
@@ -342,11 +292,11 @@ double number_after(const std::string& text, const std::string& key) {
 
 // eval over the whole split equals the loss computed here one block at a time.
 TEST_F(LlmCheckpointCli, EvalWholeSplitMatchesABlockByBlockLoss) {
-  const std::string corpus_path = dir_ / "corpus.txt";
+  const std::string corpus_path = dir_.path("corpus.txt");
   std::string corpus;
   for (int i = 0; i < 12; ++i) corpus += kCorpus;   // 708 characters: 71 validation tokens
   std::ofstream(corpus_path) << corpus;
-  const Result r = run_llm("eval --checkpoint " + sh_quote(ckpt_) + " --data " + sh_quote(corpus_path) + " --batch-size 3");
+  const ProgramResult r = run_llm("eval --checkpoint " + sh_quote(ckpt_) + " --data " + sh_quote(corpus_path) + " --batch-size 3");
   ASSERT_EQ(r.code, 0) << r.output;
 
   const Loaded l = load_llm(ckpt_);
@@ -368,16 +318,16 @@ TEST_F(LlmCheckpointCli, EvalWholeSplitMatchesABlockByBlockLoss) {
   EXPECT_CONTAINS(r.output, std::to_string(n - 1) + " predicted tokens");
   EXPECT_CONTAINS(r.output, "float32");
 
-  const Result batches = run_llm("eval --checkpoint " + sh_quote(ckpt_) + " --data " + sh_quote(corpus_path) +
-                                 " --batch-size 2 --eval-iters 3");
+  const ProgramResult batches = run_llm("eval --checkpoint " + sh_quote(ckpt_) + " --data " + sh_quote(corpus_path) +
+                                        " --batch-size 2 --eval-iters 3");
   ASSERT_EQ(batches.code, 0) << batches.output;
   EXPECT_CONTAINS(batches.output, "96 predicted tokens");   // 3 batches of 2 × 16
   EXPECT_TRUE(std::isfinite(number_after(batches.output, "val loss ")));
 }
 
 TEST_F(LlmCheckpointCli, QuantizedCheckpointIsSmallerLoadsAsInt8AndStaysClose) {
-  const std::string out = dir_ / "q.safetensors";
-  const Result r = run_llm("quantize --checkpoint " + sh_quote(ckpt_) + " --out " + sh_quote(out));
+  const std::string out = dir_.path("q.safetensors");
+  const ProgramResult r = run_llm("quantize --checkpoint " + sh_quote(ckpt_) + " --out " + sh_quote(out));
   ASSERT_EQ(r.code, 0) << r.output;
   // 2 × (c_attn, c_proj) + layer 1's MLP (2) + 4 experts × 2 + lm_head; the router stays float.
   EXPECT_CONTAINS(r.output, "15 Linears quantized to int8, 1 kept in float (h.1.moe.gate.wg)");
@@ -395,7 +345,7 @@ TEST_F(LlmCheckpointCli, QuantizedCheckpointIsSmallerLoadsAsInt8AndStaysClose) {
   EXPECT_LT(diff, 0.02);
 
   EXPECT_EQ(run_llm("generate --checkpoint " + sh_quote(out) + " --max-new-tokens 5").code, 0);
-  const Result again = run_llm("quantize --checkpoint " + sh_quote(out) + " --out " + sh_quote(dir_ / "qq.safetensors"));
+  const ProgramResult again = run_llm("quantize --checkpoint " + sh_quote(out) + " --out " + sh_quote(dir_.path("qq.safetensors")));
   EXPECT_EQ(again.code, 1);
   EXPECT_CONTAINS(again.output, "already quantized");
 }

@@ -4,11 +4,9 @@
 // Σ_k |x_k|·scale_n/2 (the per-weight rounding bound) plus f32 rounding, and must match
 // x·(q·scale)ᵀ + b computed in double to f32 rounding on both kernel paths.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 
 #include "moe/moe_layer.h"
 #include "nn/basic.h"
@@ -16,8 +14,8 @@
 #include "nn/quantized.h"
 #include "nn/safetensors.h"
 #include "tests/expect_error.h"
+#include "tests/temp_dir.h"
 
-namespace fs = std::filesystem;
 using namespace mox;
 using mox::testing::expect_error;
 
@@ -153,9 +151,8 @@ TEST(QuantizedLinear, DequantisesInSeveralBlocksWhenTheWeightIsLarge) {
 }
 
 TEST(QuantizedLinear, StateDictRoundTripsThroughSafetensors) {
-  std::string dir = (fs::temp_directory_path() / "mox-quant-XXXXXX").string();
-  ASSERT_NE(mkdtemp(dir.data()), nullptr);
-  const std::string path = dir + "/q.safetensors";
+  const mox::testing::TempDir dir("mox-quant");
+  const std::string path = dir.path("q.safetensors");
   Generator gen(1);
   nn::Linear a(24, 10, true, &gen), b(24, 10, true, &gen);
   auto qa = nn::QuantizedLinear::from_linear(a), qb = nn::QuantizedLinear::from_linear(b);
@@ -170,7 +167,6 @@ TEST(QuantizedLinear, StateDictRoundTripsThroughSafetensors) {
   Tensor x = raw::normal({12, 24}, 0, 1, DType::f32, Device::cpu(), &gen);
   autograd::NoGradGuard no_grad;
   EXPECT_EQ(qb->forward(x).to_vector<float>(), qa->forward(x).to_vector<float>());
-  fs::remove_all(dir);
 }
 
 TEST(QuantizedLinear, RefusesWhatItCannotCompute) {

@@ -42,6 +42,7 @@
 #include "nn/container.h"
 #include "nn/linear.h"
 #include "nn/optim/adam.h"
+#include "tests/temp_dir.h"
 
 namespace {
 
@@ -236,13 +237,8 @@ int64_t env_int(const char* name, int64_t fallback) {
 // as a smaller or zero-filled checkpoint: every prefix of a small checkpoint, and prefixes
 // around the header/data boundary and at random points of the kill test's 2.4 MB one.
 TEST(ReliabilityCheckpoint, EveryTruncationIsRefused) {
-  std::string tmpl = (fs::temp_directory_path() / "mox-truncate-XXXXXX").string();
-  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << std::strerror(errno);
-  const std::string dir = tmpl;
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() { std::error_code ec; fs::remove_all(dir, ec); }
-  } cleanup{dir};
+  const mox::testing::TempDir temp("mox-truncate");
+  const std::string& dir = temp.path();
 
   auto read_all = [](const std::string& path) {
     std::vector<char> b(fs::file_size(path));
@@ -308,13 +304,9 @@ TEST(ReliabilityCheckpoint, SigkillDuringSave) {
     OneThread() { omp_set_num_threads(1); }
     ~OneThread() { omp_set_num_threads(saved); }
   } one_thread;
-  std::string tmpl = (fs::temp_directory_path() / "mox-killtest-XXXXXX").string();
-  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << std::strerror(errno);
-  const std::string dir = tmpl, path = dir + "/ckpt.safetensors";
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() { std::error_code ec; fs::remove_all(dir, ec); }
-  } cleanup{dir};
+  const mox::testing::TempDir temp("mox-killtest");
+  const std::string& dir = temp.path();
+  const std::string path = temp.path("ckpt.safetensors");
 
   // Calibrate: how long one save takes here, state building included (the fastest of
   // three after a warm-up); the kill delays are spread over ~4 of them.

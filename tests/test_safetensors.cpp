@@ -3,11 +3,11 @@
 // Round trips (every dtype, views, metadata, order), files assembled byte by byte in the
 // test (so compatibility does not rest on our own writer), one test per kind of corrupt
 // file (each checks the message names the file and the key), hostile-input robustness of
-// the parser, and the atomic-write guarantees. Every test works in its own mkdtemp
-// directory, removed afterwards. No Python needed.
+// the parser, and the atomic-write guarantees. Every test works in its own temp directory
+// (tests/temp_dir.h), removed afterwards. No Python needed.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -17,32 +17,25 @@
 
 #include "nn/safetensors.h"
 #include "tensor/ops.h"
+#include "tests/expect_error.h"
+#include "tests/temp_dir.h"
 
 using namespace mox;
 using namespace mox::nn;
 namespace fs = std::filesystem;
 
-#define EXPECT_CONTAINS(text, part) \
-  EXPECT_NE((text).find(part), std::string::npos) << "expected \"" << (part) << "\" in: " << (text)
-
 namespace {
 
 class SafetensorsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "mox-safetensors-XXXXXX").string();
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << "mkdtemp " << tmpl << ": " << std::strerror(errno);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  std::string path(const std::string& name) const { return dir_.path(name); }
   std::vector<std::string> dir_entries() const {
     std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir_)) names.push_back(e.path().filename().string());
+    for (const auto& e : fs::directory_iterator(dir_.path())) names.push_back(e.path().filename().string());
     std::sort(names.begin(), names.end());
     return names;
   }
-  std::string dir_;
+  mox::testing::TempDir dir_{"mox-safetensors"};
 };
 
 std::string u64_le(uint64_t v) {
@@ -438,7 +431,7 @@ TEST_F(SafetensorsTest, RejectsAMissingFileOrADirectory) {
   std::string msg = load_error(path("absent.safetensors"));
   EXPECT_CONTAINS(msg, path("absent.safetensors"));
   EXPECT_CONTAINS(msg, std::strerror(ENOENT));
-  msg = load_error(dir_);
+  msg = load_error(dir_.path());
   EXPECT_CONTAINS(msg, "not a regular file");
 }
 

@@ -3,7 +3,6 @@
 // Every test writes its own small corpus into a fresh temp dir; the one test that reads the
 // real tiny-Shakespeare skips unless MOX_DATA/tinyshakespeare/input.txt exists.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -14,33 +13,22 @@
 #include "datasets/text.h"
 #include "datasets/tokenizer.h"
 #include "tests/expect_error.h"
+#include "tests/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace mox;
 using namespace mox::data;
 using mox::testing::expect_error;
+using mox::testing::TempDir;
 
 namespace {
 
-// A fresh directory under the system temp dir, removed with everything in it.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "mox-text-XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  // Writes `text` to a file called `name` in the directory and returns its path.
-  std::string write(const std::string& name, const std::string& text) const {
-    std::string p = (fs::path(path) / name).string();
-    std::ofstream(p, std::ios::binary) << text;
-    return p;
-  }
-};
+// Writes `text` to a file called `name` in `dir` and returns its path.
+std::string write_file(const TempDir& dir, const std::string& name, const std::string& text) {
+  const std::string p = dir.path(name);
+  std::ofstream(p, std::ios::binary) << text;
+  return p;
+}
 
 const std::string kUnicode = "h\xC3\xA9llo \xE2\x80\x94 \xE2\x98\x83";   // "héllo — ☃"
 
@@ -151,10 +139,10 @@ TEST(Tokenizer, MalformedJsonIsRefusedNamingTheProblem) {
 // ---------------------------------------------------------------- TextDataset
 
 TEST(TextDataset, SplitsNinetyTenAndSamplesShiftedBlocks) {
-  TempDir dir;
+  TempDir dir("mox-text");
   std::string text;
   for (int i = 0; i < 100; ++i) text += char('a' + i % 26);   // 100 tokens, ids = position % 26
-  TextDataset ds(dir.write("c.txt", text), /*block_size=*/4);
+  TextDataset ds(write_file(dir, "c.txt", text), /*block_size=*/4);
   EXPECT_EQ(ds.tokenizer().vocab_size(), 26);
   EXPECT_EQ(ds.size(Split::train), 90);
   EXPECT_EQ(ds.size(Split::val), 10);
@@ -187,10 +175,10 @@ TEST(TextDataset, SplitsNinetyTenAndSamplesShiftedBlocks) {
 }
 
 TEST(TextDataset, FractionIsConfigurableAndEveryStartIsReachable) {
-  TempDir dir;
+  TempDir dir("mox-text");
   std::string text;
   for (int i = 0; i < 40; ++i) text += char('A' + i % 40 / 2);   // 20 distinct letters, each twice
-  TextDataset ds(dir.write("c.txt", text), 3, /*train_fraction=*/0.5);
+  TextDataset ds(write_file(dir, "c.txt", text), 3, /*train_fraction=*/0.5);
   EXPECT_EQ(ds.size(Split::train), 20);
   EXPECT_EQ(ds.size(Split::val), 20);
   // val starts 0..16 (17 choices) hit every token pair; starts never run past the end.
@@ -205,10 +193,10 @@ TEST(TextDataset, FractionIsConfigurableAndEveryStartIsReachable) {
 }
 
 TEST(TextDataset, SameGeneratorStateGivesTheSameBatches) {
-  TempDir dir;
+  TempDir dir("mox-text");
   std::string text;
   for (int i = 0; i < 400; ++i) text += char('a' + (i * i + 3 * i) % 26);
-  TextDataset ds(dir.write("c.txt", text), 8);
+  TextDataset ds(write_file(dir, "c.txt", text), 8);
   Generator a(42), b(42);
   a.advance(5);
   b.set_state(42, 5);   // a restored checkpoint: (seed, offset)
@@ -223,8 +211,8 @@ TEST(TextDataset, SameGeneratorStateGivesTheSameBatches) {
 }
 
 TEST(TextDataset, InvalidUtf8FallsBackToBytesUnlessCharIsAsked) {
-  TempDir dir;
-  const std::string path = dir.write("latin1.txt", std::string(50, 'a') + "caf\xE9" + std::string(50, 'b'));
+  TempDir dir("mox-text");
+  const std::string path = write_file(dir, "latin1.txt", std::string(50, 'a') + "caf\xE9" + std::string(50, 'b'));
   TextDataset ds(path, 4);
   EXPECT_EQ(ds.tokenizer().describe(), "byte-level, 256 symbols");
   EXPECT_EQ(ds.size(Split::train) + ds.size(Split::val), 104);
@@ -233,8 +221,8 @@ TEST(TextDataset, InvalidUtf8FallsBackToBytesUnlessCharIsAsked) {
 }
 
 TEST(TextDataset, GivenTokenizerIsUsedAndMustCoverTheCorpus) {
-  TempDir dir;
-  const std::string path = dir.write("c.txt", std::string(60, 'a') + std::string(60, 'b'));
+  TempDir dir("mox-text");
+  const std::string path = write_file(dir, "c.txt", std::string(60, 'a') + std::string(60, 'b'));
   auto tok = std::shared_ptr<const Tokenizer>(tokenizer_from_json(R"({"type":"char","chars":[97,98,99]})"));
   TextDataset ds(path, tok, 4);
   EXPECT_EQ(ds.tokenizer().vocab_size(), 3);
@@ -244,12 +232,12 @@ TEST(TextDataset, GivenTokenizerIsUsedAndMustCoverTheCorpus) {
 }
 
 TEST(TextDataset, FileAndSizeErrorsNameTheFileSplitAndBlockSize) {
-  TempDir dir;
-  const std::string missing = dir.path + "/nope.txt";
+  TempDir dir("mox-text");
+  const std::string missing = dir.path("nope.txt");
   expect_error([&] { TextDataset(missing, 8); }, {"text corpus", missing});
-  const std::string empty = dir.write("empty.txt", "");
+  const std::string empty = write_file(dir, "empty.txt", "");
   expect_error([&] { TextDataset(empty, 8); }, {empty, "is empty"});
-  const std::string shortp = dir.write("short.txt", std::string(50, 'z'));   // 45 train / 5 val
+  const std::string shortp = write_file(dir, "short.txt", std::string(50, 'z'));   // 45 train / 5 val
   expect_error([&] { TextDataset(shortp, 8); },
                {shortp, "val split has 5 tokens", "block_size + 1 = 9"});
   expect_error([&] { TextDataset(shortp, 8, 0.1); }, {"train split has 5 tokens", "block_size + 1 = 9"});
