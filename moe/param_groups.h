@@ -1,9 +1,10 @@
 // param_groups.h — split optimizer groups so that expert parameters live in groups of their own.
 //
-// DeepSpeed's split_params_into_different_moe_groups_for_optimizer: every group keeps its
+// As DeepSpeed's split_params_into_different_moe_groups_for_optimizer: every group keeps its
 // dense (non-expert) parameters under its name, and its expert parameters move to one new
-// group per expert-parallel group name, named "<group>_moe_<ep group>" (e.g.
-// "default_moe_ep_size_1"), marked moe = true and carrying the same hyper-parameters. The
+// group per expert-parallel group name, marked moe = true and carrying the same
+// hyper-parameters. DeepSpeed names that group just "<ep group>", so two input groups
+// collide; here it is "<group>_moe_<ep group>" (e.g. "default_moe_ep_size_1"). The
 // expert-data-parallel gradient reduction and the optimizer checkpoints find them by that
 // mark and name.
 //

@@ -7,7 +7,7 @@
 // tokens_per_expert sums exp_counts (routed assignments, before dropping) over the window;
 // dropped_fraction is dropped / routed assignments; l_aux, z_loss (unscaled) and the router
 // entropy (nats, mean over tokens; ln E = uniform) are means over the window's steps.
-// tools/plot_metrics.py draws these records.
+// bench/plot_metrics.py draws these records.
 //
 // What it is not: it runs nothing and reduces nothing across ranks.
 #pragma once

@@ -102,4 +102,23 @@ double require_meta_number(const Metadata& meta, const std::string& key, const s
   return d;
 }
 
+std::string generator_state(const Generator& g) { return std::to_string(g.seed()) + ":" + std::to_string(g.offset()); }
+
+void restore_generator(Generator& g, const Metadata& meta, const std::string& key, const std::string& path) {
+  const std::string v = require_meta(meta, key, path);
+  const size_t colon = v.find(':');
+  const std::string seed_text = colon == std::string::npos ? "" : v.substr(0, colon);
+  const std::string offset_text = colon == std::string::npos ? "" : v.substr(colon + 1);
+  auto parse = [&](const std::string& text, unsigned long long& out) {
+    char* end = nullptr;
+    errno = 0;
+    out = std::strtoull(text.c_str(), &end, 10);
+    return !text.empty() && text[0] != '-' && *end == '\0' && errno == 0;
+  };
+  unsigned long long seed = 0, offset = 0;
+  MOX_CHECK(parse(seed_text, seed) && parse(offset_text, offset), "checkpoint '", path, "': metadata key '", key,
+            "' is '", v, "', expected seed:offset");
+  g.set_state(seed, offset);
+}
+
 }  // namespace mox::nn

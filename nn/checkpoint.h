@@ -11,6 +11,7 @@
 
 #include "nn/module.h"
 #include "nn/optim/optimizer.h"
+#include "tensor/random.h"
 
 namespace mox::nn {
 
@@ -35,5 +36,10 @@ std::string require_meta(const Metadata& meta, const std::string& key, const std
 // the file, the key and the text found.
 int64_t require_meta_count(const Metadata& meta, const std::string& key, const std::string& path);
 double require_meta_number(const Metadata& meta, const std::string& key, const std::string& path);
+
+// A generator's state as metadata text, "seed:offset", and back (errors name the file, the
+// key and the text found).
+std::string generator_state(const Generator& g);
+void restore_generator(Generator& g, const Metadata& meta, const std::string& key, const std::string& path);
 
 }  // namespace mox::nn

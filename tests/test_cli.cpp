@@ -73,6 +73,7 @@ TEST_F(CifarCli, UsageErrorsExitTwoNamingTheOption) {
       {"--momentum nan", "--momentum"},
       {"--weight-decay -0.1", "--weight-decay"},
       {"--schedule step", "--schedule"},
+      {"--schedule warmup --warmup-steps 1", "--warmup-steps of at least 2"},
       {"--threads 0", "--threads"},
       {"--seed -1", "--seed"},
       {"--batch-size", "--batch-size"},   // value missing
@@ -101,7 +102,7 @@ TEST_F(CifarCli, ConfigFileIsAppliedAndItsErrorsExitTwoNamingTheKey) {
       "scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": 0, "warmup_max_lr": 0.002, "warmup_num_steps": 500}}})");
   ProgramResult ok = run("--config " + good + no_data);
   EXPECT_EQ(ok.code, 1) << ok.output;
-  EXPECT_CONTAINS(ok.output, "batch 16, adam lr 0.002 (momentum 0.9, betas 0.8 0.999, eps 1e-08, weight decay 3e-07)");
+  EXPECT_CONTAINS(ok.output, "batch 16, adamw lr 0.002 (momentum 0.9, betas 0.8 0.999, eps 1e-08, weight decay 3e-07)");
   EXPECT_CONTAINS(ok.output, "schedule warmup (warmup 500 steps from 0, log), gradient clipping 1, log every 100 steps");
 
   struct Case { std::string name, text, flags, expect; };

@@ -118,7 +118,7 @@ void write_checkpoint(const std::string& path, const ModelConfig& cfg, const dat
   auto gen = std::make_shared<Generator>(seed);
   Transformer m(cfg, gen);
   nn::Metadata meta = base_metadata(m, tok, /*quantized=*/false);
-  meta["model_rng"] = generator_state(*gen);
+  meta["model_rng"] = nn::generator_state(*gen);
   for (const auto& [k, v] : extra) meta[k] = v;
   nn::save_checkpoint(path, m, nullptr, meta);
 }
@@ -140,7 +140,7 @@ TEST(LlmCheckpoint, RoundTripKeepsConfigTokenizerGeneratorAndLogits) {
   m.eval();
   gen->advance(5);   // the saved generator state is not the initial one
   nn::Metadata meta = base_metadata(m, tok, false);
-  meta["model_rng"] = generator_state(*gen);
+  meta["model_rng"] = nn::generator_state(*gen);
   nn::save_checkpoint(dir.path("last.safetensors"), m, nullptr, meta);
 
   const Loaded l = load_llm(dir.path());   // a directory: its last.safetensors (no best)

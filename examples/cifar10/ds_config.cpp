@@ -64,11 +64,18 @@ void apply_optimizer(const Reader& r, const json& opt, Options& o) {
   MOX_CHECK(type == "sgd" || type == "adam" || type == "adamw", "config '", r.path, "': optimizer.type '",
             opt["type"].get<std::string>(), "' is not one of SGD, Adam, AdamW");
   r.no_conflict("optimizer.type", "--optimizer");
-  o.optimizer = type;
-  if (!opt.contains("params")) return;
-  const json& p = opt["params"];
+  const json p = opt.contains("params") ? opt["params"] : json::object();
   if (type == "sgd") r.only_keys(p, "optimizer.params", {"lr", "momentum", "weight_decay"});
+  else if (type == "adam") r.only_keys(p, "optimizer.params", {"lr", "betas", "eps", "weight_decay", "adam_w_mode"});
   else r.only_keys(p, "optimizer.params", {"lr", "betas", "eps", "weight_decay"});
+  // DeepSpeed's "Adam" is AdamW (decoupled weight decay) unless adam_w_mode is false.
+  bool adam_w_mode = true;
+  if (p.contains("adam_w_mode")) {
+    MOX_CHECK(p["adam_w_mode"].is_boolean(), "config '", r.path, "': 'optimizer.params.adam_w_mode' must be true or false, got ",
+              p["adam_w_mode"].dump());
+    adam_w_mode = p["adam_w_mode"].get<bool>();
+  }
+  o.optimizer = type == "adam" && adam_w_mode ? "adamw" : type;
   if (p.contains("lr")) {
     r.no_conflict("optimizer.params.lr", "--lr");
     o.lr = r.number(p["lr"], "optimizer.params.lr", 0, true);
@@ -110,12 +117,16 @@ void apply_scheduler(const Reader& r, const json& sched, bool lr_in_file, Option
   const json p = sched.contains("params") ? sched["params"] : json::object();
   r.only_keys(p, "scheduler.params", {"warmup_min_lr", "warmup_max_lr", "warmup_num_steps", "warmup_type"});
   if (p.contains("warmup_min_lr")) o.warmup_min_lr = r.number(p["warmup_min_lr"], "scheduler.params.warmup_min_lr", 0, false);
-  if (p.contains("warmup_max_lr")) {
+  {
     // The schedule's peak is the learning rate: one number, wherever it is written.
+    // DeepSpeed's WarmupLR peaks at 0.001 when warmup_max_lr is absent, whatever the optimizer's lr.
     r.no_conflict("scheduler.params.warmup_max_lr", "--lr");
-    const double max_lr = r.number(p["warmup_max_lr"], "scheduler.params.warmup_max_lr", 0, true);
+    const double max_lr = p.contains("warmup_max_lr")
+                              ? r.number(p["warmup_max_lr"], "scheduler.params.warmup_max_lr", 0, true)
+                              : 0.001;
     MOX_CHECK(!lr_in_file || max_lr == o.lr, "config '", r.path, "': scheduler.params.warmup_max_lr = ", max_lr,
-              " differs from optimizer.params.lr = ", o.lr, "; the warmup ends at the learning rate, make them equal");
+              p.contains("warmup_max_lr") ? "" : " (DeepSpeed's default)", " differs from optimizer.params.lr = ", o.lr,
+              "; the warmup ends at the learning rate, make them equal");
     o.lr = max_lr;
   }
   if (p.contains("warmup_num_steps")) {

@@ -5,9 +5,12 @@
 //   steps_per_print                   → --log-interval
 //   gradient_clipping                 → --grad-clip (global L2 norm; 0 = off)
 //   optimizer {type, params}          type SGD | Adam | AdamW (case-insensitive, as DeepSpeed);
-//                                     params lr, momentum (SGD), betas [b1, b2], eps, weight_decay
-//   scheduler {type, params}          type WarmupLR; params warmup_min_lr, warmup_max_lr,
-//                                     warmup_num_steps, warmup_type ("log" | "linear")
+//                                     params lr, momentum (SGD), betas [b1, b2], eps, weight_decay;
+//                                     "Adam" is AdamW as in DeepSpeed (decoupled weight decay)
+//                                     unless params.adam_w_mode is false
+//   scheduler {type, params}          type WarmupLR; params warmup_min_lr, warmup_max_lr (default
+//                                     0.001, as DeepSpeed), warmup_num_steps (default 1000),
+//                                     warmup_type ("log" | "linear")
 // A setting given both in the file and as an explicit flag is an error naming both: the run
 // must not depend on which one silently wins.
 //

@@ -80,7 +80,7 @@ std::unique_ptr<optim::LrSchedule> make_schedule(const Options& o, int64_t total
     w.warmup_min_lr = o.warmup_min_lr;
     w.warmup_max_lr = o.lr;
     w.warmup_type = o.warmup_type;
-    w.warmup_num_steps = std::max<int64_t>(o.warmup_steps, 1);
+    w.warmup_num_steps = o.warmup_steps;   // ≥ 2, checked with the flags
     return std::make_unique<optim::WarmupLr>(w);
   }
   return std::make_unique<optim::ConstantLr>(o.lr);
@@ -149,6 +149,8 @@ int run(const Options& o) {
     nn::Metadata meta = nn::load_checkpoint(o.resume, model, optimizer.get());
     first_epoch = nn::require_meta_count(meta, "epoch", o.resume);
     step = nn::require_meta_count(meta, "step", o.resume);
+    for (size_t l = 0; l < model.num_moe_layers(); ++l)   // RTS and noise continue where they stopped
+      nn::restore_generator(model.layer(l).gate->generator(), meta, "moe_rng." + std::to_string(l), o.resume);
     std::printf("resumed from %s: %lld epochs done, step %lld\n", o.resume.c_str(), (long long)first_epoch,
                 (long long)step);
   }
@@ -160,14 +162,15 @@ int run(const Options& o) {
   for (int64_t epoch = first_epoch; epoch < o.epochs; ++epoch) {
     train_loader.start_epoch(epoch);
     data::Batch b;
-    double running = 0;
+    double running = 0, aux_running = 0;   // task loss; coefficient-weighted l_aux + z-loss
     moe::RoutingStats routing;
     int64_t in_window = 0, images = 0;
     auto window_start = Clock::now();
     for (int64_t i = 0; train_loader.next(b); ++i, ++step) {
       schedule->apply(*optimizer, step);
       optimizer->zero_grad();
-      Tensor loss = nn::cross_entropy(model.forward(b.images), b.labels);
+      Tensor ce = nn::cross_entropy(model.forward(b.images), b.labels);
+      Tensor loss = ce;
       for (size_t l = 0; l < model.num_moe_layers(); ++l) {   // DeepSpeed's example drops l_aux; we don't
         const moe::MoEOutput& out = model.layer(l).last();
         loss = loss + out.l_aux * o.aux_loss_coef + out.z_loss;
@@ -176,7 +179,8 @@ int run(const Options& o) {
       if (model.num_moe_layers()) routing.add(model.moe_layer_list());
       if (o.grad_clip > 0) optim::clip_grad_norm(model.parameters(), o.grad_clip);
       optimizer->step();
-      const double l = loss.item<double>();
+      const double l = ce.item<double>();   // the task loss; the MoE terms are logged apart
+      aux_running += loss.item<double>() - l;
       if (!std::isfinite(l))
         MOX_FAIL("training loss became ", l, " at epoch ", epoch + 1, " step ", step,
                  " — lower --lr or check the data");
@@ -189,14 +193,16 @@ int run(const Options& o) {
         std::printf("[%lld, %5lld] loss: %.3f  lr %.3g  %.0f images/s\n", (long long)epoch + 1, (long long)i + 1,
                     running / double(in_window), optimizer->lr(0), ips);
         std::fflush(stdout);
-        metrics.write({{"split", "train"}, {"epoch", epoch + 1}, {"step", step + 1},
-                       {"loss", running / double(in_window)}, {"lr", optimizer->lr(0)}, {"images_per_s", ips}});
+        nlohmann::json rec = {{"split", "train"}, {"epoch", epoch + 1}, {"step", step + 1},
+                              {"loss", running / double(in_window)}, {"lr", optimizer->lr(0)}, {"images_per_s", ips}};
+        if (model.num_moe_layers()) rec["aux_loss"] = aux_running / double(in_window);
+        metrics.write(rec);
         for (nlohmann::json& r : routing.records()) {
           r["epoch"] = epoch + 1;
           r["step"] = step + 1;
           metrics.write(r);
         }
-        running = 0;
+        running = aux_running = 0;
         in_window = images = 0;
         window_start = Clock::now();
       }
@@ -211,9 +217,11 @@ int run(const Options& o) {
     }
     metrics.write({{"split", "test"}, {"epoch", epoch + 1}, {"accuracy", acc.overall}, {"per_class", per_class}});
     if (!o.save.empty()) {
-      nn::save_checkpoint(o.save, model, optimizer.get(),
-                          {{"epoch", std::to_string(epoch + 1)}, {"step", std::to_string(step)},
-                           {"seed", std::to_string(o.seed)}, {"example", "cifar10"}});
+      nn::Metadata meta{{"epoch", std::to_string(epoch + 1)}, {"step", std::to_string(step)},
+                        {"seed", std::to_string(o.seed)}, {"example", "cifar10"}};
+      for (size_t l = 0; l < model.num_moe_layers(); ++l)
+        meta["moe_rng." + std::to_string(l)] = nn::generator_state(model.layer(l).gate->generator());
+      nn::save_checkpoint(o.save, model, optimizer.get(), meta);
       std::printf("saved checkpoint %s\n", o.save.c_str());
     }
   }

@@ -5,11 +5,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <iostream>
-#include <sstream>
 
 #include "examples/cifar10/ds_config.h"
+#include "examples/common/cli.h"
 
 namespace mox::cifar10 {
 
@@ -19,25 +18,8 @@ std::string default_data_dir() {
   return "data/cifar10";
 }
 
-// A finite number in [lo, hi] (lo excluded when lo_open). CLI11's PositiveNumber and Range
-// let "nan" through (every comparison with NaN is false), accept "-1" for unsigned options,
-// and report "not in range 0.000000 to 1797693134862315708145274237317043567980...".
-CLI::Validator finite_in(double lo, double hi, bool lo_open, const std::string& name) {
-  std::ostringstream expected;
-  if (hi == HUGE_VAL) expected << "a finite number " << (lo_open ? "> " : ">= ") << lo;
-  else expected << "a number in " << (lo_open ? "(" : "[") << lo << ", " << hi << "]";
-  const std::string what = expected.str();
-  return CLI::Validator(
-      [lo, hi, lo_open, what](std::string& input) -> std::string {
-        char* end = nullptr;
-        const double v = std::strtod(input.c_str(), &end);
-        const bool parsed = !input.empty() && end && *end == '\0';
-        if (!parsed || !std::isfinite(v) || v > hi || (lo_open ? v <= lo : v < lo))
-          return "value '" + input + "' is not " + what;
-        return "";
-      },
-      name);
-}
+using examples::finite_in;
+
 const CLI::Validator kPositive = finite_in(0, HUGE_VAL, true, "POSITIVE");
 const CLI::Validator kNonNegative = finite_in(0, HUGE_VAL, false, "NONNEGATIVE");
 }  // namespace
@@ -67,8 +49,9 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--seed", o.seed, "seed of initialisation, shuffling and augmentation")->check(kNonNegative);
   app.add_option("--log-interval", o.log_interval, "steps between loss reports")->check(kPositive);
   app.add_option("--threads", o.threads, "CPU threads (OpenMP and OpenBLAS)")->check(finite_in(1, 1024, false, "[1, 1024]"));
-  app.add_option("--metrics", o.metrics, "write JSON-lines metrics to this file");
-  app.add_option("--save", o.save, "write a checkpoint (safetensors) here after every epoch");
+  app.add_option("--metrics", o.metrics, "write JSON-lines metrics to this file")->check(examples::existing_parent_dir());
+  app.add_option("--save", o.save, "write a checkpoint (safetensors) here after every epoch")
+      ->check(examples::existing_parent_dir());
   app.add_option("--resume", o.resume, "continue training from this checkpoint")->check(CLI::ExistingFile);
   app.add_flag("--moe", o.moe, "replace fc3 by MoE layers (one per --num-experts entry) and a new fc4");
   app.add_option("--num-experts", o.num_experts, "experts of each MoE layer, e.g. 2 4 (a pyramid)")
@@ -111,19 +94,16 @@ Options parse_options(int argc, char** argv) {
     }
   }
   if (o.test_batch_size == 0) o.test_batch_size = o.batch_size;
+  if (o.schedule == "warmup" && o.warmup_steps < 2) {
+    std::cerr << "mox-cifar10: --schedule warmup needs --warmup-steps of at least 2, got " << o.warmup_steps
+              << "\nRun with --help for usage.\n";
+    std::exit(2);
+  }
   for (int64_t e : o.num_experts)
     if (o.top_k > e) {
       std::cerr << "mox-cifar10: --top-k " << o.top_k << " exceeds --num-experts " << e << "\n";
       std::exit(2);
     }
-  // A checkpoint path whose directory is missing would only fail after the first epoch.
-  if (!o.save.empty()) {
-    const std::filesystem::path dir = std::filesystem::path(o.save).parent_path();
-    if (!dir.empty() && !std::filesystem::is_directory(dir)) {
-      std::cerr << "mox-cifar10: --save: directory '" << dir.string() << "' does not exist\n";
-      std::exit(2);
-    }
-  }
   return o;
 }
 

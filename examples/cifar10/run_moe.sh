@@ -1,7 +1,8 @@
 #!/bin/bash
 # run_moe.sh — the seed's run_ds_moe.sh for mox: the CIFAR-10 Net with MoE layers, top-1,
 # RSample, expert parameters in their own optimizer group, the DeepSpeed example's
-# ds_config.json (Adam 0.001, betas 0.8/0.999, WarmupLR over 1000 steps, batch 4).
+# ds_config.json (Adam 0.001 — AdamW, as DeepSpeed runs it —, betas 0.8/0.999, weight decay
+# 3e-7, WarmupLR over 1000 steps, batch 4).
 #   EXPERTS  experts of the MoE layer (default 4; a list such as "2 4" gives a pyramid)
 #   EP_SIZE  expert-parallel world size (1: one process until distributed training lands)
 # Extra arguments go to mox-cifar10 (e.g. --epochs 2 --metrics moe.jsonl --seed 1).

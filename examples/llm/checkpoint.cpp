@@ -22,25 +22,6 @@ std::string resolve_checkpoint(const std::string& p) {
   return p;
 }
 
-std::string generator_state(const Generator& g) { return std::to_string(g.seed()) + ":" + std::to_string(g.offset()); }
-
-void restore_generator(Generator& g, const nn::Metadata& meta, const std::string& key, const std::string& path) {
-  const std::string v = nn::require_meta(meta, key, path);
-  const size_t colon = v.find(':');
-  const std::string seed_text = colon == std::string::npos ? "" : v.substr(0, colon);
-  const std::string offset_text = colon == std::string::npos ? "" : v.substr(colon + 1);
-  auto parse = [&](const std::string& text, unsigned long long& out) {
-    char* end = nullptr;
-    errno = 0;
-    out = std::strtoull(text.c_str(), &end, 10);
-    return !text.empty() && text[0] != '-' && *end == '\0' && errno == 0;
-  };
-  unsigned long long seed = 0, offset = 0;
-  MOX_CHECK(parse(seed_text, seed) && parse(offset_text, offset), "checkpoint '", path, "': metadata key '", key,
-            "' is '", v, "', expected seed:offset");
-  g.set_state(seed, offset);
-}
-
 nn::Metadata base_metadata(const Transformer& model, const data::Tokenizer& tokenizer, bool quantized) {
   nn::Metadata m{{"example", "llm"}, {"config", model.config().to_json()}, {"tokenizer", tokenizer.to_json()}};
   if (quantized) m["quantized"] = "int8";
@@ -68,7 +49,7 @@ Loaded load_llm(const std::string& path_or_dir) {
   l.quantized = meta.count("quantized") && meta["quantized"] == "int8";
   if (l.quantized) nn::quantize_linears(*l.model, [](const std::string& p, const nn::Linear&) { return keep_in_float(p); });
   l.meta = nn::load_checkpoint(l.path, *l.model, nullptr);
-  if (l.meta.count("model_rng")) restore_generator(*l.gen, l.meta, "model_rng", l.path);
+  if (l.meta.count("model_rng")) nn::restore_generator(*l.gen, l.meta, "model_rng", l.path);
   return l;
 }
 

@@ -38,10 +38,6 @@ struct Loaded {
 // and the model generator's state (no optimizer: train --resume loads that itself).
 Loaded load_llm(const std::string& path_or_dir);
 
-// "seed:offset" and back (errors name the file and key).
-std::string generator_state(const Generator& g);
-void restore_generator(Generator& g, const nn::Metadata& meta, const std::string& key, const std::string& path);
-
 // The metadata every mox-llm checkpoint carries (the caller adds step, rng, ...).
 nn::Metadata base_metadata(const Transformer& model, const data::Tokenizer& tokenizer, bool quantized);
 

@@ -127,8 +127,8 @@ int run_train(const TrainOptions& opts) {
     nn::Metadata meta = nn::load_checkpoint(last_path, model, optimizer.get());
     step = nn::require_meta_count(meta, "step", last_path);
     best_val = nn::require_meta_number(meta, "best_val_loss", last_path);
-    restore_generator(*model_gen, meta, "model_rng", last_path);
-    restore_generator(data_gen, meta, "data_rng", last_path);
+    nn::restore_generator(*model_gen, meta, "model_rng", last_path);
+    nn::restore_generator(data_gen, meta, "data_rng", last_path);
     skip_eval_at = step;
     std::printf("resumed from %s at step %lld (best val loss %.4f)\n", last_path.c_str(), (long long)step, best_val);
   }
@@ -154,8 +154,8 @@ int run_train(const TrainOptions& opts) {
     nn::Metadata meta = base_metadata(model, ds->tokenizer(), false);
     meta["step"] = std::to_string(step);
     meta["best_val_loss"] = str(best_val);
-    meta["model_rng"] = generator_state(*model_gen);
-    meta["data_rng"] = generator_state(data_gen);
+    meta["model_rng"] = nn::generator_state(*model_gen);
+    meta["data_rng"] = nn::generator_state(data_gen);
     meta["train_options"] = nlohmann::json{{"lr", o.lr}, {"min_lr", o.min_lr}, {"batch_size", o.batch_size},
                                            {"max_iters", o.max_iters}, {"seed", o.seed}, {"distill", distill}}
                                 .dump();
