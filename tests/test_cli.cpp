@@ -74,6 +74,7 @@ TEST_F(CifarCli, UsageErrorsExitTwoNamingTheOption) {
       {"--weight-decay -0.1", "--weight-decay"},
       {"--schedule step", "--schedule"},
       {"--schedule warmup --warmup-steps 1", "--warmup-steps of at least 2"},
+      {"--moe --num-experts 4 --batch-size 2", "--batch-size 2 is smaller than --min-capacity 4"},
       {"--threads 0", "--threads"},
       {"--seed -1", "--seed"},
       {"--batch-size", "--batch-size"},   // value missing

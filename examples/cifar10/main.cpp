@@ -130,6 +130,13 @@ int run(const Options& o) {
   lo.seed = o.seed;
   lo.normalize = {{0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}};   // the tutorial's transform
   if (o.augment) lo.augment = {4, true};
+  // In training the MoE gate refuses a batch with fewer tokens than min_capacity (the
+  // capacity would exceed the batch); a last partial batch that small is dropped, and said.
+  if (const int64_t rest = train_set->size() % o.batch_size; o.moe && rest != 0 && rest < o.min_capacity) {
+    lo.drop_last = true;
+    std::printf("mox-cifar10: dropping the last %lld training images of each epoch (fewer than --min-capacity %lld)\n",
+                (long long)rest, (long long)o.min_capacity);
+  }
   data::DataLoader train_loader(train_set, lo);
   data::LoaderOptions to = lo;
   to.batch_size = o.test_batch_size;

@@ -94,6 +94,12 @@ Options parse_options(int argc, char** argv) {
     }
   }
   if (o.test_batch_size == 0) o.test_batch_size = o.batch_size;
+  if (o.moe && o.batch_size < o.min_capacity) {
+    std::cerr << "mox-cifar10: --batch-size " << o.batch_size << " is smaller than --min-capacity " << o.min_capacity
+              << ": every MoE batch would hold fewer tokens than the capacity floor; raise --batch-size or lower "
+                 "--min-capacity\nRun with --help for usage.\n";
+    std::exit(2);
+  }
   if (o.schedule == "warmup" && o.warmup_steps < 2) {
     std::cerr << "mox-cifar10: --schedule warmup needs --warmup-steps of at least 2, got " << o.warmup_steps
               << "\nRun with --help for usage.\n";
