@@ -136,6 +136,17 @@ TEST_F(CifarCli, ConfigFileIsAppliedAndItsErrorsExitTwoNamingTheKey) {
   EXPECT_CONTAINS(missing.output, "--config");
 }
 
+TEST_F(CifarCli, ARepeatedFlagTakesItsLastValue) {
+  // As argparse: a script appends an override to a common set of flags. The run gets past
+  // parsing (exit 1 on the missing data, not 2), and the last value is the one used.
+  const std::string json = dir_.path("c.json");
+  std::ofstream(json) << R"({"train_batch_size": 8})";
+  ProgramResult r = run("--epochs 2 --epochs 1 --config " + sh_quote(json) + " --log-interval 5 --log-interval 7" +
+                        " --data " + sh_quote(dir_.path("nothing-here")));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_CONTAINS(r.output, "log every 7 steps");
+}
+
 TEST_F(CifarCli, ResumeOfAMissingFileExitsTwo) {
   ProgramResult r = run("--resume " + sh_quote(path("absent.safetensors")) + " --data " + sh_quote(path("no-data")));
   EXPECT_EQ(r.code, 2) << r.output;

@@ -70,6 +70,7 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--config", o.config,
                  "DeepSpeed-style JSON: train_batch_size, steps_per_print, gradient_clipping, optimizer, scheduler")
       ->check(CLI::ExistingFile);
+  examples::last_value_wins(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

@@ -4,7 +4,8 @@
 // is false), accept "-1" for unsigned options, and report "not in range 0.000000 to
 // 1797693134862315708145274237317043567980..."; this one rejects all of that and says
 // what was expected. existing_parent_dir: an output file whose directory is missing is a
-// usage error at start-up rather than a failure after the work is done.
+// usage error at start-up rather than a failure after the work is done. last_value_wins:
+// repeated scalar flags take their last value.
 // What it is not: a parser of its own — the examples use CLI11.
 #pragma once
 #include <CLI/CLI.hpp>
@@ -46,6 +47,15 @@ inline CLI::Validator existing_parent_dir() {
         return "";
       },
       "FILE");
+}
+
+// A scalar option given twice takes its last value — as argparse does, so a script can append
+// an override to a common set of flags; list options (--num-experts 2 4) keep every value.
+// Applies to `app` and all its subcommands; call after the options are added.
+inline void last_value_wins(CLI::App& app) {
+  for (CLI::Option* opt : app.get_options())
+    if (opt->get_items_expected_max() <= 1) opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  for (CLI::App* sub : app.get_subcommands({})) last_value_wins(*sub);
 }
 
 }  // namespace mox::examples

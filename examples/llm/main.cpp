@@ -8,6 +8,7 @@
 #include <cstring>
 #include <iostream>
 
+#include "examples/common/cli.h"
 #include "examples/llm/commands.h"
 #include "tensor/cpu/threads.h"
 
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  mox::examples::last_value_wins(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
