@@ -109,7 +109,9 @@ TEST_F(CifarCli, ConfigFileIsAppliedAndItsErrorsExitTwoNamingTheKey) {
   struct Case { std::string name, text, flags, expect; };
   const std::vector<Case> cases = {
       {"fp16.json", R"({"train_batch_size": 4, "fp16": {"enabled": true}})", "", "unknown key 'fp16'"},
-      {"typo.json", R"({"optimizer": {"type": "SGD", "params": {"lrr": 0.1}}})", "", "unknown key 'optimizer.params.lrr'"},
+      {"typo.json", R"({"optimizer": {"type": "SGD", "params": {"lrr": 0.1}}})", "",
+       "unknown key 'optimizer.params.lrr' (did you mean 'lr'?"},
+      {"typo2.json", R"({"train_batchsize": 8})", "", "unknown key 'train_batchsize' (did you mean 'train_batch_size'?"},
       {"betas_sgd.json", R"({"optimizer": {"type": "SGD", "params": {"betas": [0.9, 0.99]}}})", "",
        "unknown key 'optimizer.params.betas'"},
       {"lamb.json", R"({"optimizer": {"type": "Lamb"}})", "", "optimizer.type 'Lamb' is not one of SGD, Adam, AdamW"},

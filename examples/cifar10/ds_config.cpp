@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <vector>
 
 #include "tensor/error.h"
 
@@ -14,6 +15,32 @@ namespace mox::cifar10 {
 namespace {
 
 using nlohmann::json;
+
+// Levenshtein distance, for "did you mean" suggestions.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// The allowed key closest to `key` when it is a plausible typo (at most a third of its
+// letters off), else "".
+std::string nearest_key(const std::string& key, const std::set<std::string>& allowed) {
+  std::string best;
+  size_t best_d = std::max<size_t>(key.size() / 3, 1) + 1;
+  for (const std::string& a : allowed)
+    if (const size_t d = edit_distance(key, a); d < best_d) {
+      best = a;
+      best_d = d;
+    }
+  return best;
+}
 
 struct Reader {
   std::string path;
@@ -26,8 +53,9 @@ struct Reader {
       if (allowed.count(key)) continue;
       std::string list;
       for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-      MOX_FAIL("config '", path, "': unknown key '", where.empty() ? key : where + "." + key,
-               "' (supported here: ", list, ")");
+      const std::string guess = nearest_key(key, allowed);
+      MOX_FAIL("config '", path, "': unknown key '", where.empty() ? key : where + "." + key, "' (",
+               guess.empty() ? "" : "did you mean '" + guess + "'? ", "supported here: ", list, ")");
     }
   }
   void no_conflict(const std::string& key, const std::string& flag) const {

@@ -1,6 +1,7 @@
 // ds_config.h — --config FILE: a DeepSpeed-style JSON configuration for mox-cifar10.
 //
-// Supported keys (anything else is an error naming the key, so a typo never passes silently):
+// Supported keys (anything else is an error naming the key and, for a likely typo, the key
+// meant, so a typo never passes silently):
 //   train_batch_size                  → --batch-size (one process: the micro batch)
 //   steps_per_print                   → --log-interval
 //   gradient_clipping                 → --grad-clip (global L2 norm; 0 = off)
