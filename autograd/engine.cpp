@@ -6,6 +6,7 @@
 // the duration of the walk; leaves accumulate into .grad (+=).
 #include <algorithm>
 #include <atomic>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -17,6 +18,20 @@ namespace mox::autograd {
 namespace {
 thread_local bool g_grad_enabled = true;
 std::atomic<uint64_t> g_sequence{0};
+std::atomic<bool> g_anomaly{false};
+
+// "op #sequence (inputs from: a #1, leaf, b #7)" — where a node sits in the graph.
+std::string node_origin(const Node& n) {
+  std::string inputs;
+  for (const Edge& e : n.edges) {
+    if (!inputs.empty()) inputs += ", ";
+    if (e.node) inputs += std::string(e.node->op) + " #" + std::to_string(e.node->sequence);
+    else inputs += e.leaf ? "a leaf" : "a constant";
+  }
+  return "'" + std::string(n.op) + "' #" + std::to_string(n.sequence) + " (inputs from: " + inputs + ")";
+}
+
+bool non_finite(const Tensor& t) { return t.defined() && is_floating(t.dtype()) && !raw::all_finite(t); }
 
 void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
   MOX_CHECK(g.shape() == leaf.shape, "gradient of shape ", g.shape(), " for a leaf of shape ",
@@ -30,6 +45,8 @@ void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
 }  // namespace
 
 bool grad_enabled() { return g_grad_enabled; }
+bool anomaly_mode() { return g_anomaly.load(std::memory_order_relaxed); }
+void set_anomaly_mode(bool on) { g_anomaly.store(on, std::memory_order_relaxed); }
 void set_grad_enabled(bool on) { g_grad_enabled = on; }
 
 bool needs_grad(std::initializer_list<const Tensor*> inputs) {
@@ -55,6 +72,8 @@ Tensor record(const char* op, Tensor out, const std::vector<const Tensor*>& inpu
   node->out_shape = out.shape();
   node->out_dtype = out.dtype();
   node->sequence = g_sequence.fetch_add(1, std::memory_order_relaxed);
+  MOX_CHECK(!anomaly_mode() || !non_finite(out), "anomaly: op ", node_origin(*node), " produced NaN or inf in its output ",
+            describe(out), " (forward)");
   out.impl()->grad_fn = std::move(node);
   out.impl()->requires_grad = true;
   return out;
@@ -109,6 +128,11 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
     if (!retain_graph) n->backward = nullptr;
     MOX_CHECK(input_grads.size() == n->edges.size(), "internal: op '", n->op, "' returned ",
               input_grads.size(), " gradients for ", n->edges.size(), " inputs");
+    if (anomaly_mode())
+      for (size_t i = 0; i < input_grads.size(); ++i)
+        MOX_CHECK(!n->edges[i].needed() || !non_finite(input_grads[i]), "anomaly: the backward of op ", node_origin(*n),
+                  " produced NaN or inf in the gradient of input ", i, " ", describe(input_grads[i]),
+                  " (the incoming gradient was ", non_finite(g) ? "already non-finite" : "finite", ")");
     for (size_t i = 0; i < n->edges.size(); ++i) {
       const Edge& e = n->edges[i];
       const Tensor& gi = input_grads[i];

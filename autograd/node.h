@@ -50,6 +50,24 @@ class NoGradGuard {
   bool prev_;
 };
 
+// Anomaly mode (process-wide, off by default; slows every op by a finiteness scan): every
+// recorded op's output and every gradient a backward rule produces are checked, and the
+// first NaN/inf is an error naming the op, its creation number and the ops that produced
+// its inputs — instead of a NaN loss many steps later.
+bool anomaly_mode();
+void set_anomaly_mode(bool on);
+
+class DetectAnomalyGuard {
+ public:
+  explicit DetectAnomalyGuard(bool on = true) : prev_(anomaly_mode()) { set_anomaly_mode(on); }
+  ~DetectAnomalyGuard() { set_anomaly_mode(prev_); }
+  DetectAnomalyGuard(const DetectAnomalyGuard&) = delete;
+  DetectAnomalyGuard& operator=(const DetectAnomalyGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
 // True when grad mode is on and some input requires grad: then the op must record a node.
 bool needs_grad(std::initializer_list<const Tensor*> inputs);
 inline bool needs_grad(const Tensor& a) { return needs_grad({&a}); }

@@ -883,3 +883,41 @@ TEST(BadInput, ViewsNameTheShapes) {
 }
 
 }  // namespace
+
+// ============================================================================ anomaly mode
+
+TEST(AnomalyMode, ForwardNonFiniteOutputNamesTheOpAndItsInputs) {
+  Tensor x = from_vector<double>({1.0, -2.0}, {2}).set_requires_grad(true);
+  Tensor y = mul(x, 3.0);
+  EXPECT_NO_THROW(log(y));   // off by default: NaN flows silently, as in PyTorch
+  autograd::DetectAnomalyGuard anomaly;
+  mox::testing::expect_error([&] { log(y); }, {"anomaly: op 'log'", "inputs from: mul", "(forward)"});
+  EXPECT_NO_THROW(exp(y));   // finite outputs pass
+}
+
+TEST(AnomalyMode, BackwardNonFiniteGradientNamesTheOp) {
+  // sqrt(0) = 0 is finite, its derivative 1/(2·sqrt(0)) is not.
+  Tensor x = from_vector<double>({0.0, 4.0}, {2}).set_requires_grad(true);
+  {
+    Tensor loss = sum(sqrt(x));
+    EXPECT_NO_THROW(loss.backward());
+    EXPECT_TRUE(std::isinf(x.grad().to_vector<double>()[0]));
+  }
+  autograd::DetectAnomalyGuard anomaly;
+  Tensor loss = sum(sqrt(mul(x, 1.0)));
+  mox::testing::expect_error([&] { loss.backward(); }, {"anomaly: the backward of op 'sqrt'", "inputs from: mul"});
+}
+
+TEST(AnomalyMode, GuardRestoresThePreviousMode) {
+  EXPECT_FALSE(autograd::anomaly_mode());
+  {
+    autograd::DetectAnomalyGuard on;
+    EXPECT_TRUE(autograd::anomaly_mode());
+    {
+      autograd::DetectAnomalyGuard off(false);
+      EXPECT_FALSE(autograd::anomaly_mode());
+    }
+    EXPECT_TRUE(autograd::anomaly_mode());
+  }
+  EXPECT_FALSE(autograd::anomaly_mode());
+}

@@ -119,6 +119,7 @@ Accuracy evaluate(Net& model, data::DataLoader& loader, int64_t num_classes) {
 
 int run(const Options& o) {
   set_num_threads(int(o.threads));
+  autograd::set_anomaly_mode(o.detect_anomaly);
 
   auto train_set = std::make_shared<data::Cifar10>(o.data, true);
   auto test_set = std::make_shared<data::Cifar10>(o.data, false);

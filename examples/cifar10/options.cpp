@@ -67,6 +67,8 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--eval-capacity-factor", o.eval_capacity_factor, "capacity factor in evaluation")->check(kPositive);
   app.add_option("--aux-loss-coef", o.aux_loss_coef, "weight of the MoE load-balancing loss added to the loss")->check(kNonNegative);
   app.add_flag("--moe-param-group", o.moe_param_group, "put expert parameters in their own optimizer group");
+  app.add_flag("--detect-anomaly", o.detect_anomaly,
+               "check every op's output and gradient; the first NaN/inf stops the run naming the op (slower)");
   app.add_option("--config", o.config,
                  "DeepSpeed-style JSON: train_batch_size, steps_per_print, gradient_clipping, optimizer, scheduler")
       ->check(CLI::ExistingFile);

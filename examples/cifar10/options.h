@@ -41,6 +41,7 @@ struct Options {
   double aux_loss_coef = 0.01;   // l_aux of every MoE layer is added to the loss with this weight
   bool moe_param_group = false;  // expert parameters in their own optimizer group
   std::string config;            // DeepSpeed-style JSON (examples/cifar10/ds_config.h)
+  bool detect_anomaly = false;   // autograd anomaly mode: the first NaN/inf names its op
 };
 
 // Parses argv. On --help prints usage and exits 0; on a bad flag or value prints the

@@ -33,6 +33,7 @@ struct TrainOptions {
   std::string out = "out-llm";      // checkpoint directory (last.safetensors, best.safetensors)
   bool resume = false;              // continue from <out>/last.safetensors
   std::string metrics;              // JSON-lines file
+  bool detect_anomaly = false;      // autograd anomaly mode: the first NaN/inf names its op
   // distill only (Mixture-of-Students): teacher checkpoint, KD weight β, temperature, and the
   // iteration after which the KD term is dropped (staged KD; -1 = never).
   std::string teacher;

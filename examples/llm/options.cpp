@@ -87,6 +87,8 @@ void add_training_flags(CLI::App& c, TrainOptions& o) {
   c.add_flag("--resume", o.resume,
              "continue from <out>/last.safetensors (its architecture; keep the first run's training flags, only "
              "--max-iters may grow, for a bitwise-identical continuation)");
+  c.add_flag("--detect-anomaly", o.detect_anomaly,
+             "check every op's output and gradient; the first NaN/inf stops the run naming the op (slower)");
   c.add_option("--metrics", o.metrics, "write JSON-lines metrics to this file")->check(examples::existing_parent_dir());
 }
 

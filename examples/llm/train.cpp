@@ -89,6 +89,7 @@ int run_train(const TrainOptions& opts) {
   TrainOptions o = opts;
   set_num_threads(int(o.threads));
   manual_seed(o.seed);   // the routers' initialisation draws from the default generator
+  autograd::set_anomaly_mode(o.detect_anomaly);
   const bool distill = !o.teacher.empty();
   std::optional<Loaded> teacher;
   std::shared_ptr<const data::Tokenizer> tokenizer;
