@@ -152,29 +152,40 @@ int run(const Options& o) {
   const int64_t steps_per_epoch = train_loader.batches_per_epoch();
   std::unique_ptr<optim::LrSchedule> schedule = make_schedule(o, o.epochs * steps_per_epoch);
 
-  int64_t first_epoch = 0, step = 0;
+  int64_t first_epoch = 0, first_batch = 0, step = 0;
   if (!o.resume.empty()) {
     nn::Metadata meta = nn::load_checkpoint(o.resume, model, optimizer.get());
     first_epoch = nn::require_meta_count(meta, "epoch", o.resume);
     step = nn::require_meta_count(meta, "step", o.resume);
+    if (meta.count("batch")) first_batch = nn::require_meta_count(meta, "batch", o.resume);   // mid-epoch
     for (size_t l = 0; l < model.num_moe_layers(); ++l)   // RTS and noise continue where they stopped
       nn::restore_generator(model.layer(l).gate->generator(), meta, "moe_rng." + std::to_string(l), o.resume);
-    std::printf("resumed from %s: %lld epochs done, step %lld\n", o.resume.c_str(), (long long)first_epoch,
-                (long long)step);
+    std::printf("resumed from %s: %lld epochs and %lld batches done, step %lld\n", o.resume.c_str(),
+                (long long)first_epoch, (long long)first_batch, (long long)step);
   }
   examples::MetricsWriter metrics(o.metrics, /*append=*/!o.resume.empty());
   std::printf("mox-cifar10: %lld train / %lld test images, batch %lld, %s lr %g, %lld threads, %lld params\n",
               (long long)train_set->size(), (long long)test_set->size(), (long long)o.batch_size,
               o.optimizer.c_str(), o.lr, (long long)o.threads, (long long)model.num_parameters());
 
+  // epochs: epochs completed; batch: batches done in the next one (a --max-steps stop).
+  auto save = [&](int64_t epochs, int64_t batch) {
+    nn::Metadata meta{{"epoch", std::to_string(epochs)}, {"batch", std::to_string(batch)},
+                      {"step", std::to_string(step)}, {"seed", std::to_string(o.seed)}, {"example", "cifar10"}};
+    for (size_t l = 0; l < model.num_moe_layers(); ++l)
+      meta["moe_rng." + std::to_string(l)] = nn::generator_state(model.layer(l).gate->generator());
+    nn::save_checkpoint(o.save, model, optimizer.get(), meta);
+    std::printf("saved checkpoint %s\n", o.save.c_str());
+  };
   for (int64_t epoch = first_epoch; epoch < o.epochs; ++epoch) {
-    train_loader.start_epoch(epoch);
+    const int64_t start = epoch == first_epoch ? first_batch : 0;
+    train_loader.restore(epoch, start);
     data::Batch b;
     double running = 0, aux_running = 0;   // task loss; coefficient-weighted l_aux + z-loss
     moe::RoutingStats routing;
     int64_t in_window = 0, images = 0;
     auto window_start = Clock::now();
-    for (int64_t i = 0; train_loader.next(b); ++i, ++step) {
+    for (int64_t i = start; train_loader.next(b); ++i) {
       schedule->apply(*optimizer, step);
       optimizer->zero_grad();
       Tensor ce = nn::cross_entropy(model.forward(b.images), b.labels);
@@ -214,6 +225,12 @@ int run(const Options& o) {
         in_window = images = 0;
         window_start = Clock::now();
       }
+      ++step;
+      if (o.max_steps > 0 && step >= o.max_steps) {
+        if (!o.save.empty()) save(epoch, i + 1);
+        std::printf("stopped after %lld steps (--max-steps)\n", (long long)step);
+        return 0;
+      }
     }
     Accuracy acc = evaluate(model, test_loader, int64_t(classes.size()));
     std::printf("Accuracy of the network on the %lld test images: %.1f %%\n", (long long)test_set->size(),
@@ -224,14 +241,7 @@ int run(const Options& o) {
       per_class[classes[c]] = acc.per_class[c];
     }
     metrics.write({{"split", "test"}, {"epoch", epoch + 1}, {"accuracy", acc.overall}, {"per_class", per_class}});
-    if (!o.save.empty()) {
-      nn::Metadata meta{{"epoch", std::to_string(epoch + 1)}, {"step", std::to_string(step)},
-                        {"seed", std::to_string(o.seed)}, {"example", "cifar10"}};
-      for (size_t l = 0; l < model.num_moe_layers(); ++l)
-        meta["moe_rng." + std::to_string(l)] = nn::generator_state(model.layer(l).gate->generator());
-      nn::save_checkpoint(o.save, model, optimizer.get(), meta);
-      std::printf("saved checkpoint %s\n", o.save.c_str());
-    }
+    if (!o.save.empty()) save(epoch + 1, 0);
   }
   return 0;
 }

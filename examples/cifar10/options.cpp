@@ -32,6 +32,10 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--data", o.data, "CIFAR-10 binary directory (default $MOX_DATA/cifar10, else data/cifar10)");
   app.add_option("--epochs", o.epochs, "training epochs")->check(kPositive);
   app.add_option("--batch-size", o.batch_size, "training batch size")->check(kPositive);
+  app.add_option("--max-steps", o.max_steps,
+                 "stop after this many optimizer steps in all, mid-epoch if need be, writing --save there (0: run "
+                 "every epoch); --resume continues from that point exactly")
+      ->check(kNonNegative);
   app.add_option("--test-batch-size", o.test_batch_size, "evaluation batch size (0: the training batch size, as the tutorial)")
       ->check(kNonNegative);
   app.add_option("--optimizer", o.optimizer, "sgd | adam | adamw")->check(CLI::IsMember({"sgd", "adam", "adamw"}));

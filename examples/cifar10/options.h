@@ -9,6 +9,7 @@ namespace mox::cifar10 {
 struct Options {
   std::string data;              // CIFAR-10 binary directory
   int64_t epochs = 2;
+  int64_t max_steps = 0;         // stop after this many steps in all (0: every epoch); saves mid-epoch
   int64_t batch_size = 4;
   int64_t test_batch_size = 0;  // 0: the training batch size (as the tutorial's test loader)
   std::string optimizer = "sgd"; // sgd | adam | adamw
