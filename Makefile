@@ -142,7 +142,7 @@ bench: deps $(BENCH_BIN)
 FUZZ_BUILD    := build-fuzz
 FUZZ_CXX      ?= clang++
 FUZZ_SECONDS  ?= 60
-FUZZ_TARGETS  ?= safetensors cifar10 image checkpoint
+FUZZ_TARGETS  ?= safetensors cifar10 image checkpoint tokenizer text llm_config
 # Without -fopenmp: the targets run one thread, and clang 14 rejects some of our
 # lambdas inside OpenMP regions; omp_* calls resolve to GCC's libgomp (OpenBLAS's own).
 FUZZ_CXXFLAGS := -std=c++17 -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter \
@@ -175,11 +175,15 @@ $(FUZZ_LIB): $(FUZZ_LIB_OBJ)
 
 $(FUZZ_BUILD)/bin/fuzz_%: $(FUZZ_BUILD)/obj/fuzz/fuzz_%.o $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer $< $(FUZZ_LIB) -o $@ $(FUZZ_LDLIBS)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer $(filter %.o,$^) $(FUZZ_LIB) -o $@ $(FUZZ_LDLIBS)
 
-$(FUZZ_BUILD)/bin/make_seeds: $(FUZZ_BUILD)/obj/fuzz/make_seeds.o $(FUZZ_LIB)
+# A target whose parser lives in an example links that example's object too (built by the
+# same %.o rule above, with the fuzz flags): mox-llm's ModelConfig reader.
+$(FUZZ_BUILD)/bin/fuzz_llm_config: $(FUZZ_BUILD)/obj/examples/llm/config.o
+
+$(FUZZ_BUILD)/bin/make_seeds: $(FUZZ_BUILD)/obj/fuzz/make_seeds.o $(FUZZ_BUILD)/obj/examples/llm/config.o $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) $< $(FUZZ_LIB) -o $@ $(FUZZ_LDLIBS)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) $(filter %.o,$^) $(FUZZ_LIB) -o $@ $(FUZZ_LDLIBS)
 
 $(FUZZ_BUILD)/obj/datasets/stb_image_impl.o: FUZZ_CXXFLAGS += $(STB_UBSAN_EXCEPTIONS)
 # stb_image_write (the seed writer's PNG/BMP/JPEG encoder, not part of mox) shifts negative ints.

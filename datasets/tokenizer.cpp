@@ -194,7 +194,7 @@ std::unique_ptr<Tokenizer> tokenizer_from_json(const std::string& json_text) {
   json j;
   try {
     j = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {   // parse_error, and out_of_range for a number like 1e99999
     MOX_FAIL("tokenizer JSON is not valid JSON (", e.what(), "); expected {\"type\":\"char\",\"chars\":[...]}",
              " or {\"type\":\"byte\"}");
   }

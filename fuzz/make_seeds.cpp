@@ -6,6 +6,9 @@
 //   cifar10/      one record (label 3) and two records (labels 0, 9)
 //   image/        PNG (RGB, grey, RGBA), BMP, baseline JPEG — 5×3 pixels
 //   checkpoint/   fuzz/checkpoint_model.h with Adam, before and after one step
+//   tokenizer/    char- and byte-tokenizer JSON; ASCII, multi-byte UTF-8 and non-UTF-8 corpora
+//   text/         an ASCII and a UTF-8 corpus (char-level), a non-UTF-8 one (byte-level)
+//   llm_config/   mox-llm ModelConfig JSON: gpt dense, llama MoE with a pyramid list
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +24,8 @@
 #include <stb/stb_image_write.h>
 #pragma GCC diagnostic pop
 
+#include "datasets/tokenizer.h"
+#include "examples/llm/config.h"
 #include "fuzz/checkpoint_model.h"
 #include "nn/checkpoint.h"
 #include "nn/safetensors.h"
@@ -113,16 +118,64 @@ void checkpoint_seeds(const fs::path& dir) {
     std::printf("  %s (%ju bytes)\n", (dir / name).string().c_str(), uintmax_t(fs::file_size(dir / name)));
 }
 
+std::vector<uint8_t> bytes_of(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+
+const char* const kAscii =
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n";
+const char* const kUtf8 = "na\xc3\xafve caf\xc3\xa9 \xe2\x80\x94 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x99\x82 ok\n";
+const std::string kNotUtf8 = std::string("bytes \xff\xfe and a lone \x80 continuation, ") + std::string(1, '\0') + "nul\n";
+
+void tokenizer_seeds(const fs::path& dir) {
+  write_bytes(dir / "char.json", bytes_of(data::CharTokenizer::from_text(kAscii).to_json()));
+  write_bytes(dir / "char_utf8.json", bytes_of(data::CharTokenizer::from_text(kUtf8).to_json()));
+  write_bytes(dir / "byte.json", bytes_of(data::ByteTokenizer().to_json()));
+  write_bytes(dir / "corpus_ascii.txt", bytes_of(kAscii));
+  write_bytes(dir / "corpus_utf8.txt", bytes_of(kUtf8));
+  write_bytes(dir / "corpus_not_utf8.bin", bytes_of(kNotUtf8));
+}
+
+void text_seeds(const fs::path& dir) {
+  write_bytes(dir / "ascii.txt", bytes_of(kAscii));
+  write_bytes(dir / "utf8.txt", bytes_of(std::string(kUtf8) + kUtf8));
+  write_bytes(dir / "not_utf8.bin", bytes_of(kNotUtf8));
+}
+
+void llm_config_seeds(const fs::path& dir) {
+  llm::ModelConfig gpt;
+  gpt.vocab_size = 65;
+  gpt.validate();
+  write_bytes(dir / "gpt_dense.json", bytes_of(gpt.to_json()));
+  llm::ModelConfig llama;
+  llama.arch = "llama";
+  llama.vocab_size = 256;
+  llama.n_layer = 4;
+  llama.n_head = 2;
+  llama.n_embd = 32;
+  llama.num_experts = {4, 8};
+  llama.expert_interval = 2;
+  llama.use_residual = true;
+  llama.gate.k = 2;
+  llama.gate.noisy_gate_policy = moe::NoisyGatePolicy::rsample;
+  llama.gate.drop_tokens = false;
+  llama.gate.z_loss_coef = 0.001;
+  llama.validate();
+  write_bytes(dir / "llama_moe_pyramid.json", bytes_of(llama.to_json()));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const fs::path root = argc > 1 ? argv[1] : "fuzz/corpus";
   try {
-    for (const char* t : {"safetensors", "cifar10", "image", "checkpoint"}) fs::create_directories(root / t);
+    for (const char* t : {"safetensors", "cifar10", "image", "checkpoint", "tokenizer", "text", "llm_config"})
+      fs::create_directories(root / t);
     safetensors_seeds(root / "safetensors");
     cifar_seeds(root / "cifar10");
     image_seeds(root / "image");
     checkpoint_seeds(root / "checkpoint");
+    tokenizer_seeds(root / "tokenizer");
+    text_seeds(root / "text");
+    llm_config_seeds(root / "llm_config");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "make_seeds: %s\n", e.what());
     return 1;

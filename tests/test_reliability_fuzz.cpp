@@ -21,6 +21,9 @@
 #include "datasets/cifar10.h"
 #include "datasets/file_bytes.h"
 #include "datasets/image_folder.h"
+#include "datasets/text.h"
+#include "datasets/tokenizer.h"
+#include "examples/llm/config.h"
 #include "fuzz/checkpoint_model.h"
 #include "nn/checkpoint.h"
 #include "nn/safetensors.h"
@@ -55,6 +58,33 @@ std::string scratch_file() {
   return (fs::temp_directory_path() / ("mox-fuzz-regression." + std::to_string(::getpid()) + ".safetensors")).string();
 }
 
+// Writes b to scratch_file(), removed again when the returned guard goes.
+struct ScratchFile {
+  std::string path = scratch_file();
+  explicit ScratchFile(const std::vector<uint8_t>& b) {
+    FILE* f = std::fopen(path.c_str(), "wb");
+    EXPECT_NE(f, nullptr);
+    if (!f) return;
+    std::fwrite(b.data(), 1, b.size(), f);
+    std::fclose(f);
+  }
+  ~ScratchFile() { std::remove(path.c_str()); }
+};
+
+// fuzz_tokenizer feeds every input both ways; here a file named *.json is a tokenizer's
+// JSON (tokenizer_from_json, then its to_json round trip), any other a corpus
+// (make_tokenizer "auto", whose encode/decode round trip must be exact).
+void tokenizer_parser(const std::vector<uint8_t>& b, const std::string& name) {
+  const std::string bytes(b.begin(), b.end());
+  if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".json") == 0) {
+    const std::string j = data::tokenizer_from_json(bytes)->to_json();
+    EXPECT_EQ(data::tokenizer_from_json(j)->to_json(), j);
+    return;
+  }
+  std::unique_ptr<data::Tokenizer> tok = data::make_tokenizer(bytes);
+  EXPECT_EQ(tok->decode(tok->encode(bytes)), bytes);
+}
+
 const std::map<std::string, Parser>& parsers() {
   static const std::map<std::string, Parser> p = {
       {"safetensors", [](const std::vector<uint8_t>& b, const std::string& n) { nn::parse_safetensors(b.data(), b.size(), n); }},
@@ -83,6 +113,18 @@ const std::map<std::string, Parser>& parsers() {
            throw;
          }
        }},
+      {"tokenizer", tokenizer_parser},
+      {"text",
+       [](const std::vector<uint8_t>& b, const std::string&) {
+         ScratchFile file(b);
+         data::TextDataset ds(file.path, 4);   // fuzz_text's block_size
+         Generator gen(1);
+         for (data::Split s : {data::Split::train, data::Split::val}) ds.sample(s, 2, gen);
+       }},
+      {"llm_config",
+       [](const std::vector<uint8_t>& b, const std::string&) {
+         llm::ModelConfig::from_json(std::string(b.begin(), b.end()));
+       }},
   };
   return p;
 }
@@ -100,6 +142,9 @@ std::string outcome(const std::string& target, const fs::path& file) {
 const std::map<std::string, std::string> kExpectedErrors = {
     {"image/jpeg-dht-over-256-codes.jpg", "Huffman table declares"},
     {"image/png-idat-length-past-end-2gib-alloc.png", "PNG chunk 'IDAT'"},
+    {"tokenizer/number-overflow-out_of_range-406.json", "tokenizer JSON is not valid JSON"},
+    {"llm_config/float-2e56-cast-to-int64-ub.json", "key 'vocab_size' must be an integer"},
+    {"llm_config/n_layer-9e18-vector-length-error.json", "exceeds the limit of 4096 layers"},
 };
 
 TEST(ReliabilityFuzz, EveryFindingStaysFixed) {
@@ -120,6 +165,38 @@ TEST(ReliabilityFuzz, EveryFindingStaysFixed) {
   for (const auto& [name, msg] : kExpectedErrors)
     EXPECT_TRUE(fs::is_regular_file(root / name)) << name << " is listed but missing";
   std::printf("[ fuzz regressions ] %d inputs\n", cases);
+}
+
+// fuzz_llm_config's findings, spelled out: ModelConfig::from_json reads integers itself
+// (nlohmann's get_to casts a float such as 1e300 to int64: undefined behaviour) and
+// validate() bounds n_layer before experts_per_layer() allocates that many entries.
+TEST(ReliabilityFuzz, LlmConfigNumbersAreChecked) {
+  llm::ModelConfig c;
+  c.vocab_size = 65;
+  const std::string good = c.to_json();
+  auto with = [&](const std::string& key, const std::string& value) {
+    const std::string k = "\"" + key + "\":";
+    const size_t at = good.find(k) + k.size();
+    const size_t end = good.find_first_of(",}", at);
+    return good.substr(0, at) + value + good.substr(end);
+  };
+  auto error_of = [](const std::string& text) {
+    try {
+      llm::ModelConfig::from_json(text);
+      return std::string();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+  };
+  EXPECT_EQ(error_of(good), "");
+  EXPECT_EQ(llm::ModelConfig::from_json(with("n_layer", "4.0")).n_layer, 4);   // an integral float is fine
+  for (const char* bad : {"1e300", "-1e300", "4.5", "9223372036854775808", "18446744073709551615"})
+    EXPECT_NE(error_of(with("n_layer", bad)).find("key 'n_layer' must be an integer"), std::string::npos) << bad;
+  EXPECT_NE(error_of(with("num_experts", "[1e300]")).find("key 'num_experts' must be an integer"), std::string::npos);
+  EXPECT_NE(error_of(with("top_k", "\"2\"")).find("key 'top_k' must be an integer"), std::string::npos);
+  EXPECT_NE(error_of(with("dropout", "true")).find("key 'dropout' must be a number"), std::string::npos);
+  EXPECT_NE(error_of(with("bias", "1")).find("key 'bias' must be true or false"), std::string::npos);
+  EXPECT_NE(error_of(with("n_layer", "9000000000000000000")).find("exceeds the limit of 4096 layers"), std::string::npos);
 }
 
 TEST(ReliabilityFuzz, SeedCorporaAreAccepted) {

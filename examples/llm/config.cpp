@@ -1,6 +1,7 @@
 // config.cpp — ModelConfig validation and JSON (see config.h).
 #include "examples/llm/config.h"
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "tensor/error.h"
@@ -36,6 +37,9 @@ void ModelConfig::validate() const {
   MOX_CHECK(vocab_size >= 1, "vocab_size ", vocab_size, " must be at least 1");
   MOX_CHECK(n_layer >= 1 && n_head >= 1 && n_embd >= 1 && block_size >= 1, "n_layer ", n_layer, ", n_head ", n_head,
             ", n_embd ", n_embd, ", block_size ", block_size, " must all be at least 1");
+  // An upper bound before experts_per_layer() allocates n_layer entries: a checkpoint's
+  // config claiming 9e18 layers is an error, not a bad_alloc (fuzz/fuzz_llm_config).
+  MOX_CHECK(n_layer <= kMaxLayers, "n_layer ", n_layer, " exceeds the limit of ", kMaxLayers, " layers");
   MOX_CHECK(n_embd % n_head == 0, "n_embd ", n_embd, " must be a multiple of n_head ", n_head);
   MOX_CHECK(arch != "llama" || (n_embd / n_head) % 2 == 0, "llama (RoPE) needs an even head size, n_embd/n_head = ",
             n_embd / n_head);
@@ -72,17 +76,66 @@ std::string ModelConfig::to_json() const {
   return j.dump();
 }
 
+namespace {
+
+// Readers of one value of from_json's object, by the field's type. nlohmann's own get_to
+// converts a JSON float to an integer field with a plain cast — undefined behaviour for
+// 1e300 (found by fuzz/fuzz_llm_config) — so integers are read here: a JSON integer in
+// int64 range, or a float with an integral value inside that range; anything else names
+// the key.
+[[noreturn]] void wrong_type(const char* key, const json& v, const char* expected) {
+  MOX_FAIL("model config: key '", key, "' must be ", expected, ", got ", v.dump());
+}
+
+void read_value(const char* key, const json& v, int64_t& out) {
+  if (v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))) {
+    out = v.get<int64_t>();
+    return;
+  }
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    // [-2^63, 2^63): every integral double in it converts exactly
+    if (d == std::trunc(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
+      out = int64_t(d);
+      return;
+    }
+  }
+  wrong_type(key, v, "an integer (in int64 range)");
+}
+
+void read_value(const char* key, const json& v, double& out) {
+  if (!v.is_number()) wrong_type(key, v, "a number");
+  out = v.get<double>();
+}
+
+void read_value(const char* key, const json& v, bool& out) {
+  if (!v.is_boolean()) wrong_type(key, v, "true or false");
+  out = v.get<bool>();
+}
+
+void read_value(const char* key, const json& v, std::string& out) {
+  if (!v.is_string()) wrong_type(key, v, "a string");
+  out = v.get<std::string>();
+}
+
+void read_value(const char* key, const json& v, std::vector<int64_t>& out) {
+  if (!v.is_array()) wrong_type(key, v, "an array of integers");
+  out.clear();
+  for (const json& e : v) {
+    out.emplace_back();
+    read_value(key, e, out.back());
+  }
+}
+
+}  // namespace
+
 ModelConfig ModelConfig::from_json(const std::string& text) {
   json j = json::parse(text, nullptr, false);
   MOX_CHECK(j.is_object(), "model config is not a JSON object: ", text.substr(0, 80));
   ModelConfig c;
   auto get = [&](const char* key, auto& field) {
     MOX_CHECK(j.contains(key), "model config: key '", key, "' is missing");
-    try {
-      j.at(key).get_to(field);
-    } catch (const json::exception& e) {
-      MOX_FAIL("model config: key '", key, "' has the wrong type (", j.at(key).dump(), ")");
-    }
+    read_value(key, j.at(key), field);
   };
   std::string policy;
   get("arch", c.arch);

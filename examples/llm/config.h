@@ -20,6 +20,7 @@
 namespace mox::llm {
 
 struct ModelConfig {
+  static constexpr int64_t kMaxLayers = 4096;   // validate()'s bound on n_layer (GPT-3 has 96)
   std::string arch = "gpt";   // gpt | llama
   int64_t vocab_size = 0;
   int64_t n_layer = 4, n_head = 4, n_embd = 128, block_size = 64;
