@@ -730,7 +730,9 @@ TEST(Indexing, ArgsortIsStable) {
   vector<int64_t> order = raw::argsort(I(keys, {1000})).to_vector<int64_t>();
   for (size_t k = 1; k < order.size(); ++k) {
     ASSERT_LE(keys[size_t(order[k - 1])], keys[size_t(order[k])]);
-    if (keys[size_t(order[k - 1])] == keys[size_t(order[k])]) ASSERT_LT(order[k - 1], order[k]);
+    if (keys[size_t(order[k - 1])] == keys[size_t(order[k])]) {
+      ASSERT_LT(order[k - 1], order[k]);
+    }
   }
 }
 
