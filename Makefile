@@ -142,7 +142,7 @@ bench: deps $(BENCH_BIN)
 FUZZ_BUILD    := build-fuzz
 FUZZ_CXX      ?= clang++
 FUZZ_SECONDS  ?= 60
-FUZZ_TARGETS  ?= safetensors cifar10 image checkpoint tokenizer text llm_config
+FUZZ_TARGETS  ?= safetensors cifar10 image checkpoint tokenizer text llm_config ds_config
 # Without -fopenmp: the targets run one thread, and clang 14 rejects some of our
 # lambdas inside OpenMP regions; omp_* calls resolve to GCC's libgomp (OpenBLAS's own).
 FUZZ_CXXFLAGS := -std=c++17 -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter \
@@ -178,8 +178,10 @@ $(FUZZ_BUILD)/bin/fuzz_%: $(FUZZ_BUILD)/obj/fuzz/fuzz_%.o $(FUZZ_LIB)
 	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer $(filter %.o,$^) $(FUZZ_LIB) -o $@ $(FUZZ_LDLIBS)
 
 # A target whose parser lives in an example links that example's object too (built by the
-# same %.o rule above, with the fuzz flags): mox-llm's ModelConfig reader.
+# same %.o rule above, with the fuzz flags): mox-llm's ModelConfig reader, mox-cifar10's
+# DeepSpeed config reader.
 $(FUZZ_BUILD)/bin/fuzz_llm_config: $(FUZZ_BUILD)/obj/examples/llm/config.o
+$(FUZZ_BUILD)/bin/fuzz_ds_config: $(FUZZ_BUILD)/obj/examples/cifar10/ds_config.o
 
 $(FUZZ_BUILD)/bin/make_seeds: $(FUZZ_BUILD)/obj/fuzz/make_seeds.o $(FUZZ_BUILD)/obj/examples/llm/config.o $(FUZZ_LIB)
 	@mkdir -p $(dir $@)

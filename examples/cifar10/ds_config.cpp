@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <vector>
 
 #include "tensor/error.h"
@@ -173,9 +174,16 @@ void apply_scheduler(const Reader& r, const json& sched, bool lr_in_file, Option
 }  // namespace
 
 void apply_ds_config(const std::string& path, Options& o, const std::function<bool(const std::string&)>& flag_given) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   MOX_CHECK(in.good(), "config '", path, "': cannot open the file");
-  json cfg = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  std::ostringstream text;
+  text << in.rdbuf();
+  apply_ds_config_text(text.str(), path, o, flag_given);
+}
+
+void apply_ds_config_text(const std::string& text, const std::string& path, Options& o,
+                          const std::function<bool(const std::string&)>& flag_given) {
+  json cfg = json::parse(text, nullptr, /*allow_exceptions=*/false);
   MOX_CHECK(!cfg.is_discarded(), "config '", path, "': not valid JSON");
   Reader r{path, flag_given};
   r.only_keys(cfg, "", {"train_batch_size", "steps_per_print", "gradient_clipping", "optimizer", "scheduler"});

@@ -29,5 +29,8 @@ namespace mox::cifar10 {
 // Throws mox::Error naming the file and the key on a missing file, invalid JSON, an unknown
 // key, a value of the wrong type or range, or a conflict with an explicit flag.
 void apply_ds_config(const std::string& path, Options& o, const std::function<bool(const std::string&)>& flag_given);
+// The same from the file's text; `path` only names the source in messages (fuzz/fuzz_ds_config.cpp).
+void apply_ds_config_text(const std::string& text, const std::string& path, Options& o,
+                          const std::function<bool(const std::string&)>& flag_given);
 
 }  // namespace mox::cifar10
