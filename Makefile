@@ -39,6 +39,9 @@ NVCC          := $(firstword $(wildcard $(CUDA_HOME)/bin/nvcc) $(shell command -
 HAVE_CUDNN    := $(if $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h /usr/include/*/cudnn.h),1)
 HAVE_NCCL     := $(if $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h),1)
 yesno = $(if $(1),found,not found)
+# OpenMPI's compile and link flags (dist/ is the only code that includes <mpi.h>).
+MPI_CFLAGS    := $(if $(HAVE_MPI),$(shell mpicxx --showme:compile) -DOMPI_SKIP_MPICXX=1)
+MPI_LIBS      := $(if $(HAVE_MPI),$(filter-out -lmpi_cxx,$(shell mpicxx --showme:link)))
 
 # ---------------------------------------------------------------- flags
 ARCH    ?= native
@@ -63,16 +66,21 @@ ifeq ($(SANITIZE),1)
 $(BUILD)/obj/datasets/stb_image_impl.o: CXXFLAGS += $(STB_UBSAN_EXCEPTIONS)
 endif
 CXXFLAGS += -std=c++17 $(OPT) -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -MMD -MP
-LDLIBS   += -fopenmp -lopenblas -lpthread
+LDLIBS   += -fopenmp -lopenblas -lpthread $(MPI_LIBS)
+$(BUILD)/obj/dist/%.o: CXXFLAGS += $(MPI_CFLAGS)
 
 # ---------------------------------------------------------------- sources
-LIB_DIRS := tensor tensor/cpu autograd nn nn/optim datasets moe
+LIB_DIRS := tensor tensor/cpu autograd nn nn/optim datasets moe dist
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cpp))
 LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libmox.a
 TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/obj/%.o)
 TEST_BIN := $(BIN)/mox-tests
+# Multi-process tests (tests/dist/), run under mpirun with 2 and 4 ranks by `make test`.
+DIST_TEST_SRC := $(wildcard tests/dist/*.cpp)
+DIST_TEST_OBJ := $(DIST_TEST_SRC:%.cpp=$(BUILD)/obj/%.o)
+DIST_TEST_BIN := $(BIN)/mox-dist-tests
 CIFAR_SRC := $(wildcard examples/cifar10/*.cpp)
 CIFAR_OBJ := $(CIFAR_SRC:%.cpp=$(BUILD)/obj/%.o)
 CIFAR_BIN := $(BIN)/mox-cifar10
@@ -85,7 +93,7 @@ BENCH_SRC := $(wildcard bench/*.cpp)
 BENCH_BIN := $(BENCH_SRC:bench/%.cpp=$(BIN)/mox-%)
 
 .PHONY: all lib test cifar10 bench deps data clean banner check-deps
-all: banner $(LIB) $(CIFAR_BIN) $(LLM_BIN) $(TEST_BIN) $(BENCH_BIN)
+all: banner $(LIB) $(CIFAR_BIN) $(LLM_BIN) $(TEST_BIN) $(DIST_TEST_BIN) $(BENCH_BIN)
 lib: $(LIB)
 
 banner:
@@ -109,6 +117,10 @@ $(TEST_BIN): $(TEST_OBJ) $(LLM_LIB_OBJ) $(LIB)
 	@mkdir -p $(BIN)
 	$(CXX) $(CXXFLAGS) $(TEST_OBJ) $(LLM_LIB_OBJ) $(LIB) -o $@ -lgtest $(LDLIBS)
 
+$(DIST_TEST_BIN): $(DIST_TEST_OBJ) $(LIB)
+	@mkdir -p $(BIN)
+	$(CXX) $(CXXFLAGS) $(DIST_TEST_OBJ) $(LIB) -o $@ -lgtest $(LDLIBS)
+
 $(CIFAR_BIN): $(CIFAR_OBJ) $(LIB)
 	@mkdir -p $(BIN)
 	$(CXX) $(CXXFLAGS) $(CIFAR_OBJ) $(LIB) -o $@ $(LDLIBS)
@@ -125,8 +137,14 @@ $(BIN)/mox-%: $(BUILD)/obj/bench/%.o $(LIB)
 MOX_DATA ?= $(if $(wildcard ../shared/data/cifar10),$(abspath ../shared/data),$(abspath data))
 export MOX_DATA
 
+# mpirun for the multi-process tests: as root it needs --allow-run-as-root; 4 ranks on a
+# 2-core machine need --oversubscribe; one OpenMP thread per rank; 120 s collective timeout.
+MPIRUN := mpirun $(if $(filter 0,$(shell id -u)),--allow-run-as-root) --oversubscribe --bind-to none \
+          -x OMP_NUM_THREADS=1 -x MOX_DIST_TIMEOUT=120 $(if $(filter 1,$(SANITIZE)),-x ASAN_OPTIONS -x UBSAN_OPTIONS)
 test: deps all
 	$(SAN_ENV) OMP_NUM_THREADS=$(THREADS) $(TEST_BIN)
+	$(SAN_ENV) $(MPIRUN) -np 2 $(DIST_TEST_BIN)
+	$(SAN_ENV) $(MPIRUN) -np 4 $(DIST_TEST_BIN)
 
 cifar10: deps $(CIFAR_BIN)
 	$(CIFAR_BIN) --data $(MOX_DATA)/cifar10 --threads $(THREADS)
@@ -148,7 +166,7 @@ FUZZ_TARGETS  ?= safetensors cifar10 image checkpoint tokenizer text llm_config 
 FUZZ_CXXFLAGS := -std=c++17 -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter \
                  -Wno-unknown-pragmas -Wno-source-uses-openmp -Wno-unused-variable -Wno-unused-const-variable -I. -MMD -MP \
                  -fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_LDLIBS   := -lopenblas -lgomp -lpthread
+FUZZ_LDLIBS   := -lopenblas -lgomp -lpthread $(MPI_LIBS)
 FUZZ_LIB      := $(FUZZ_BUILD)/libmox.a
 FUZZ_LIB_OBJ  := $(LIB_SRC:%.cpp=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS     := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/bin/fuzz_%)
@@ -188,6 +206,7 @@ $(FUZZ_BUILD)/bin/make_seeds: $(FUZZ_BUILD)/obj/fuzz/make_seeds.o $(FUZZ_BUILD)/
 	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) $(filter %.o,$^) $(FUZZ_LIB) -o $@ $(FUZZ_LDLIBS)
 
 $(FUZZ_BUILD)/obj/datasets/stb_image_impl.o: FUZZ_CXXFLAGS += $(STB_UBSAN_EXCEPTIONS)
+$(FUZZ_BUILD)/obj/dist/%.o: FUZZ_CXXFLAGS += $(MPI_CFLAGS)
 # stb_image_write (the seed writer's PNG/BMP/JPEG encoder, not part of mox) shifts negative ints.
 $(FUZZ_BUILD)/obj/fuzz/make_seeds.o: FUZZ_CXXFLAGS += -fno-sanitize=shift-base
 
@@ -239,5 +258,5 @@ data:
 clean:
 	rm -rf $(BUILD)
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(CIFAR_OBJ:.o=.d) $(LLM_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(DIST_TEST_OBJ:.o=.d) $(CIFAR_OBJ:.o=.d) $(LLM_OBJ:.o=.d)
 -include $(wildcard $(FUZZ_BUILD)/obj/*/*.d $(FUZZ_BUILD)/obj/*/*/*.d)
