@@ -1,5 +1,10 @@
-// moe_layer.cpp — MoE forward: gate, gather rows per expert, run, weight, index_add back.
+// moe_layer.cpp — MoE forward: gate, gather kept rows, run the experts (locally or across the
+// expert-parallel group), weight, index_add back.
 #include "moe/moe_layer.h"
+
+#include "dist/functional.h"
+#include "dist/groups.h"
+#include "dist/world.h"
 
 namespace mox::moe {
 
@@ -9,8 +14,13 @@ MoE::MoE(int64_t hidden, const ExpertFactory& expert, const MoEConfig& cfg, std:
   MOX_CHECK(cfg.ep_size >= 1, "MoE: ep_size=", cfg.ep_size, " must be at least 1");
   MOX_CHECK(E >= 1 && E % cfg.ep_size == 0, "MoE: num_experts=", E,
             " must be a positive multiple of ep_size=", cfg.ep_size);
-  MOX_CHECK(cfg.ep_size == 1, "MoE: ep_size=", cfg.ep_size,
-            " needs expert-parallel process groups, which mox does not provide yet; use ep_size=1");
+  if (cfg.ep_size > 1) {
+    MOX_CHECK(dist::initialized(), "MoE: ep_size=", cfg.ep_size,
+              " needs the distributed runtime: call mox::dist::init() and start the program with scripts/moxrun "
+              "(or mpirun) on a multiple of ", cfg.ep_size, " ranks");
+    ep_group_ = dist::expert_groups(int(cfg.ep_size)).expert_parallel;
+    first_expert_ = ep_group_->rank() * (E / cfg.ep_size);
+  }
   gate = register_module("gate", std::make_shared<TopKGate>(hidden, cfg.gate, std::move(gen)));
   experts = register_module("experts",
                             std::make_shared<Experts>(expert, E / cfg.ep_size, str("ep_size_", cfg.ep_size)));
@@ -28,6 +38,64 @@ std::string MoE::repr() const {
              ", ep_size=", cfg_.ep_size, cfg_.use_residual ? ", residual" : "", ")");
 }
 
+Tensor MoE::run_local_experts(const Tensor& x, const std::vector<Tensor>& rows_of) {
+  std::vector<Tensor> ys;   // each (n_i, M)
+  for (int64_t i = 0; i < experts->size(); ++i) {
+    const int64_t n = rows_of[size_t(i)].numel();
+    if (n == 0) continue;
+    Tensor y = (*experts)[i].forward(index_select(x, 0, rows_of[size_t(i)]));
+    MOX_CHECK(y.dim() == 2 && y.size(0) == n && y.size(1) == hidden_, "MoE: expert ", global_expert_id(i), " mapped ",
+              n, " rows of hidden=", hidden_, " to ", describe(y), "; experts must map (n, hidden) → (n, hidden)");
+    ys.push_back(y);
+  }
+  if (ys.empty()) return x.narrow(0, 0, 0);   // (0, M), still on x's graph
+  return ys.size() == 1 ? ys[0] : cat(ys, 0);
+}
+
+// One process holds every expert: expert e's tokens are g.token[off_e, off_e + kept_e).
+Tensor MoE::experts_forward(const Tensor& xs, const GateOutput& g) {
+  std::vector<Tensor> rows_of;
+  int64_t off = 0;
+  for (int64_t e = 0; e < experts->size(); ++e) {
+    const int64_t n = g.kept_per_expert[size_t(e)];
+    rows_of.push_back(raw::narrow(g.token, 0, off, n));
+    off += n;
+  }
+  return run_local_experts(xs, rows_of);
+}
+
+// Expert parallel: xin (N, M) is sorted by global expert, hence by owning rank.
+Tensor MoE::experts_forward_parallel(const Tensor& xin, const GateOutput& g) {
+  const int p = ep_group_->size();
+  const int64_t El = experts->size();
+  // send[q]: rows for rank q's experts; the per-expert counts travel first so each rank
+  // knows how many rows of each of its experts come from each peer.
+  std::vector<int64_t> send(size_t(p), 0);
+  for (int64_t e = 0; e < cfg_.gate.num_experts; ++e) send[size_t(e / El)] += g.kept_per_expert[size_t(e)];
+  const std::vector<int64_t> from = ep_group_->exchange_counts(g.kept_per_expert);   // (p·El): peer q, expert i
+  std::vector<int64_t> recv(size_t(p), 0);
+  for (int q = 0; q < p; ++q)
+    for (int64_t i = 0; i < El; ++i) recv[size_t(q)] += from[size_t(q * El + i)];
+  Tensor xr = dist::all_to_all(ep_group_, xin, send, recv);   // (R, M): by peer, then local expert
+
+  // Row indices of each local expert in xr, and where each of them sits in expert order.
+  std::vector<std::vector<int64_t>> rows(static_cast<size_t>(El));
+  int64_t r = 0;
+  for (int q = 0; q < p; ++q)
+    for (int64_t i = 0; i < El; ++i)
+      for (int64_t j = 0; j < from[size_t(q * El + i)]; ++j) rows[size_t(i)].push_back(r++);
+  std::vector<Tensor> rows_of;
+  std::vector<int64_t> back(static_cast<size_t>(r));   // back[row of xr] = its position in expert order
+  int64_t pos = 0;
+  for (int64_t i = 0; i < El; ++i) {
+    for (int64_t row : rows[size_t(i)]) back[size_t(row)] = pos++;
+    rows_of.push_back(from_vector(rows[size_t(i)], {int64_t(rows[size_t(i)].size())}));
+  }
+  Tensor ye = run_local_experts(xr, rows_of);                                  // (R, M) in expert order
+  Tensor yr = r == 0 ? ye : index_select(ye, 0, from_vector(back, {r}));    // (R, M) in xr's order
+  return dist::all_to_all(ep_group_, yr, recv, send);                          // (N, M) in xin's order
+}
+
 MoEOutput MoE::forward_moe(const Tensor& x) {
   MOX_CHECK(x.dim() >= 1 && x.size(-1) == hidden_, "MoE: input ", describe(x),
             " must have a last dim of hidden=", hidden_);
@@ -36,21 +104,9 @@ MoEOutput MoE::forward_moe(const Tensor& x) {
   out.routing = gate->route(xs);
   const GateOutput& g = out.routing;
 
-  // Expert e's rows are g.token[off, off + kept_e): gather, run, collect.
-  std::vector<Tensor> ys;   // each (n_e, M)
-  int64_t off = 0;
-  for (int64_t e = 0; e < experts->size(); ++e) {
-    const int64_t n = g.kept_per_expert[size_t(e)];
-    if (n == 0) continue;
-    Tensor idx = raw::narrow(g.token, 0, off, n);   // (n_e)
-    Tensor y = (*experts)[e].forward(index_select(xs, 0, idx));
-    MOX_CHECK(y.dim() == 2 && y.size(0) == n && y.size(1) == hidden_, "MoE: expert ", e, " mapped ",
-              n, " rows of hidden=", hidden_, " to ", describe(y), "; experts must map (n, hidden) → (n, hidden)");
-    ys.push_back(y);
-    off += n;
-  }
-  Tensor y = ys.size() == 1 ? ys[0] : cat(ys, 0);                       // (N, M)
-  y = mul(y, g.weight.to(y.dtype()).unsqueeze(1));                       // (N, M) · (N, 1)
+  Tensor y = ep_group_ ? experts_forward_parallel(index_select(xs, 0, g.token), g)   // (N, M) sorted by expert
+                       : experts_forward(xs, g);
+  y = mul(y, g.weight.to(y.dtype()).unsqueeze(1));                             // (N, M) · (N, 1)
   Tensor moe_out = index_add(zeros(xs.shape(), xs.dtype(), xs.device()), 0, g.token, y);   // (S, M)
 
   if (cfg_.use_residual) {
