@@ -1,6 +1,12 @@
 // main.cpp — mox-cifar10: trains the tutorial Net on CIFAR-10 and reports test accuracy
 // overall and per class, as the PyTorch tutorial does. See README.md for recipes.
 //
+// Distributed (under scripts/moxrun): data parallel over all ranks — each rank trains on its
+// shard of every global batch and the gradients are averaged (dist::GradientReducer) — and,
+// with --ep-world-size p, expert parallel: the MoE experts are spread over groups of p ranks.
+// Rank 0 prints and writes metrics; losses shown are averaged over the ranks. Every rank
+// evaluates the whole test set (expert-parallel layers need every rank in every forward).
+//
 // Exit codes: 0 success, 1 runtime error (missing data, corrupt checkpoint, non-finite
 // loss), 2 usage error.
 #include <chrono>
@@ -13,6 +19,8 @@
 
 #include "datasets/cifar10.h"
 #include "datasets/dataloader.h"
+#include "dist/data_parallel.h"
+#include "dist/world.h"
 #include "examples/cifar10/net.h"
 #include "examples/cifar10/options.h"
 #include "examples/common/metrics.h"
@@ -117,8 +125,19 @@ Accuracy evaluate(Net& model, data::DataLoader& loader, int64_t num_classes) {
   return acc;
 }
 
+// --threads, else $OMP_NUM_THREADS (moxrun sets it to cores / ranks), else 2.
+int64_t thread_count(const Options& o) {
+  if (o.threads > 0) return o.threads;
+  const char* env = std::getenv("OMP_NUM_THREADS");
+  const int64_t n = env ? std::atoll(env) : 0;
+  return n > 0 ? n : 2;
+}
+
 int run(const Options& o) {
-  set_num_threads(int(o.threads));
+  dist::ProcessGroup& world = dist::world();
+  const bool lead = world.rank() == 0;   // prints, writes metrics and checkpoints
+  const int64_t threads = thread_count(o);
+  set_num_threads(int(threads));
   autograd::set_anomaly_mode(o.detect_anomaly);
 
   auto train_set = std::make_shared<data::Cifar10>(o.data, true);
@@ -126,21 +145,26 @@ int run(const Options& o) {
   const std::vector<std::string> classes = train_set->class_names();
 
   data::LoaderOptions lo;
-  lo.batch_size = o.batch_size;
+  lo.batch_size = o.batch_size / o.world_size;   // this rank's share of the global batch
+  lo.rank = world.rank();
+  lo.world_size = world.size();
   lo.shuffle = true;
   lo.seed = o.seed;
   lo.normalize = {{0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}};   // the tutorial's transform
   if (o.augment) lo.augment = {4, true};
   // In training the MoE gate refuses a batch with fewer tokens than min_capacity (the
   // capacity would exceed the batch); a last partial batch that small is dropped, and said.
-  if (const int64_t rest = train_set->size() % o.batch_size; o.moe && rest != 0 && rest < o.min_capacity) {
+  if (const int64_t rest = (train_set->size() + o.world_size - 1) / o.world_size % lo.batch_size;
+      o.moe && rest != 0 && rest < o.min_capacity) {
     lo.drop_last = true;
-    std::printf("mox-cifar10: dropping the last %lld training images of each epoch (fewer than --min-capacity %lld)\n",
+    if (lead) std::printf("mox-cifar10: dropping the last %lld training images of each epoch (fewer than --min-capacity %lld)\n",
                 (long long)rest, (long long)o.min_capacity);
   }
   data::DataLoader train_loader(train_set, lo);
   data::LoaderOptions to = lo;
   to.batch_size = o.test_batch_size;
+  to.rank = 0;   // every rank evaluates the whole test set
+  to.world_size = 1;
   to.shuffle = false;
   to.augment = {};
   data::DataLoader test_loader(test_set, to);
@@ -148,6 +172,12 @@ int run(const Options& o) {
   manual_seed(o.seed);
   std::unique_ptr<MoeOptions> moe_options = make_moe_options(o);
   Net model(moe_options.get());
+  // Same seed, same initial weights on every rank; the broadcast makes it a guarantee.
+  std::unique_ptr<dist::GradientReducer> reducer;
+  if (world.size() > 1) {
+    reducer = std::make_unique<dist::GradientReducer>(model);
+    reducer->broadcast_parameters();
+  }
   std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(o, model);
   const int64_t steps_per_epoch = train_loader.batches_per_epoch();
   std::unique_ptr<optim::LrSchedule> schedule = make_schedule(o, o.epochs * steps_per_epoch);
@@ -160,13 +190,17 @@ int run(const Options& o) {
     if (meta.count("batch")) first_batch = nn::require_meta_count(meta, "batch", o.resume);   // mid-epoch
     for (size_t l = 0; l < model.num_moe_layers(); ++l)   // RTS and noise continue where they stopped
       nn::restore_generator(model.layer(l).gate->generator(), meta, "moe_rng." + std::to_string(l), o.resume);
-    std::printf("resumed from %s: %lld epochs and %lld batches done, step %lld\n", o.resume.c_str(),
+    if (lead) std::printf("resumed from %s: %lld epochs and %lld batches done, step %lld\n", o.resume.c_str(),
                 (long long)first_epoch, (long long)first_batch, (long long)step);
   }
-  examples::MetricsWriter metrics(o.metrics, /*append=*/!o.resume.empty());
-  std::printf("mox-cifar10: %lld train / %lld test images, batch %lld, %s lr %g, %lld threads, %lld params\n",
-              (long long)train_set->size(), (long long)test_set->size(), (long long)o.batch_size,
-              o.optimizer.c_str(), o.lr, (long long)o.threads, (long long)model.num_parameters());
+  examples::MetricsWriter metrics(lead ? o.metrics : "", /*append=*/!o.resume.empty());
+  if (lead)
+    std::printf("mox-cifar10: %lld train / %lld test images, batch %lld, %s lr %g, %lld threads, %lld params%s\n",
+                (long long)train_set->size(), (long long)test_set->size(), (long long)o.batch_size, o.optimizer.c_str(),
+                o.lr, (long long)threads, (long long)model.num_parameters(),
+                world.size() > 1 ? str(", ", world.size(), " ranks (", lo.batch_size, " images each), ep_size ",
+                                       o.ep_world_size).c_str()
+                                 : "");
 
   // epochs: epochs completed; batch: batches done in the next one (a --max-steps stop).
   auto save = [&](int64_t epochs, int64_t batch) {
@@ -174,6 +208,7 @@ int run(const Options& o) {
                       {"step", std::to_string(step)}, {"seed", std::to_string(o.seed)}, {"example", "cifar10"}};
     for (size_t l = 0; l < model.num_moe_layers(); ++l)
       meta["moe_rng." + std::to_string(l)] = nn::generator_state(model.layer(l).gate->generator());
+    if (!lead) return;   // data parallel only (options.cpp): rank 0's replica is everyone's
     nn::save_checkpoint(o.save, model, optimizer.get(), meta);
     std::printf("saved checkpoint %s\n", o.save.c_str());
   };
@@ -195,6 +230,7 @@ int run(const Options& o) {
         loss = loss + out.l_aux * o.aux_loss_coef + out.z_loss;
       }
       loss.backward();
+      if (reducer) reducer->reduce();   // average gradients over the ranks
       if (model.num_moe_layers()) routing.add(model.moe_layer_list());
       if (o.grad_clip > 0) optim::clip_grad_norm(model.parameters(), o.grad_clip);
       optimizer->step();
@@ -205,11 +241,17 @@ int run(const Options& o) {
                  " — lower --lr or check the data");
       running += l;
       ++in_window;
-      images += b.images.size(0);
+      images += b.images.size(0) * world.size();
       if ((i + 1) % o.log_interval == 0 || i + 1 == steps_per_epoch) {
+        if (world.size() > 1) {   // the window's mean loss over all ranks
+          Tensor sums = from_vector<double>({running, aux_running}, {2});
+          world.all_reduce(sums, dist::ReduceOp::avg);
+          running = sums.to_vector<double>()[0];
+          aux_running = sums.to_vector<double>()[1];
+        }
         const double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
         const double ips = double(images) / secs;
-        std::printf("[%lld, %5lld] loss: %.3f  lr %.3g  %.0f images/s\n", (long long)epoch + 1, (long long)i + 1,
+        if (lead) std::printf("[%lld, %5lld] loss: %.3f  lr %.3g  %.0f images/s\n", (long long)epoch + 1, (long long)i + 1,
                     running / double(in_window), optimizer->lr(0), ips);
         std::fflush(stdout);
         nlohmann::json rec = {{"split", "train"}, {"epoch", epoch + 1}, {"step", step + 1},
@@ -228,16 +270,17 @@ int run(const Options& o) {
       ++step;
       if (o.max_steps > 0 && step >= o.max_steps) {
         if (!o.save.empty()) save(epoch, i + 1);
-        std::printf("stopped after %lld steps (--max-steps)\n", (long long)step);
+        if (lead) std::printf("stopped after %lld steps (--max-steps)\n", (long long)step);
         return 0;
       }
     }
     Accuracy acc = evaluate(model, test_loader, int64_t(classes.size()));
-    std::printf("Accuracy of the network on the %lld test images: %.1f %%\n", (long long)test_set->size(),
-                100.0 * acc.overall);
+    if (lead)
+      std::printf("Accuracy of the network on the %lld test images: %.1f %%\n", (long long)test_set->size(),
+                  100.0 * acc.overall);
     nlohmann::json per_class;
     for (size_t c = 0; c < classes.size(); ++c) {
-      std::printf("Accuracy for class: %-10s is %.1f %%\n", classes[c].c_str(), 100.0 * acc.per_class[c]);
+      if (lead) std::printf("Accuracy for class: %-10s is %.1f %%\n", classes[c].c_str(), 100.0 * acc.per_class[c]);
       per_class[classes[c]] = acc.per_class[c];
     }
     metrics.write({{"split", "test"}, {"epoch", epoch + 1}, {"accuracy", acc.overall}, {"per_class", per_class}});
@@ -251,11 +294,21 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   mox::configure_cpu_runtime(argv);
-  mox::cifar10::Options options = mox::cifar10::parse_options(argc, argv);
+  int world_size = 1, rank = 0;
   try {
-    return mox::cifar10::run(options);
+    mox::dist::ProcessGroup& world = mox::dist::init();
+    world_size = world.size();
+    rank = world.rank();
   } catch (const std::exception& e) {
     std::cerr << "mox-cifar10: error: " << e.what() << "\n";
-    return 1;
+    return 2;
+  }
+  mox::cifar10::Options options = mox::cifar10::parse_options(argc, argv, world_size);
+  try {
+    return mox::dist::finish(mox::cifar10::run(options));
+  } catch (const std::exception& e) {
+    std::cerr << "mox-cifar10: error" << (world_size > 1 ? mox::str(" on rank ", rank) : std::string()) << ": "
+              << e.what() << "\n";
+    return mox::dist::finish(1);
   }
 }

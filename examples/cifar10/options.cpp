@@ -9,6 +9,7 @@
 
 #include "examples/cifar10/ds_config.h"
 #include "examples/common/cli.h"
+#include "tensor/error.h"
 
 namespace mox::cifar10 {
 
@@ -24,14 +25,14 @@ const CLI::Validator kPositive = finite_in(0, HUGE_VAL, true, "POSITIVE");
 const CLI::Validator kNonNegative = finite_in(0, HUGE_VAL, false, "NONNEGATIVE");
 }  // namespace
 
-Options parse_options(int argc, char** argv) {
+Options parse_options(int argc, char** argv, int64_t world_size) {
   Options o;
   o.data = default_data_dir();
   CLI::App app{"mox-cifar10: train the DeepSpeed/PyTorch tutorial CIFAR-10 Net on the CPU"};
   app.option_defaults()->always_capture_default();
   app.add_option("--data", o.data, "CIFAR-10 binary directory (default $MOX_DATA/cifar10, else data/cifar10)");
   app.add_option("--epochs", o.epochs, "training epochs")->check(kPositive);
-  app.add_option("--batch-size", o.batch_size, "training batch size")->check(kPositive);
+  app.add_option("--batch-size", o.batch_size, "training batch size (global: split over the ranks)")->check(kPositive);
   app.add_option("--max-steps", o.max_steps,
                  "stop after this many optimizer steps in all, mid-epoch if need be, writing --save there (0: run "
                  "every epoch); --resume continues from that point exactly")
@@ -52,7 +53,7 @@ Options parse_options(int argc, char** argv) {
   app.add_flag("--augment", o.augment, "random crop (padding 4) and horizontal flip while training");
   app.add_option("--seed", o.seed, "seed of initialisation, shuffling and augmentation")->check(kNonNegative);
   app.add_option("--log-interval", o.log_interval, "steps between loss reports")->check(kPositive);
-  app.add_option("--threads", o.threads, "CPU threads (OpenMP and OpenBLAS)")->check(finite_in(1, 1024, false, "[1, 1024]"));
+  app.add_option("--threads", o.threads, "CPU threads per rank (OpenMP and OpenBLAS; default $OMP_NUM_THREADS, else 2)")->check(finite_in(1, 1024, false, "[1, 1024]"));
   app.add_option("--metrics", o.metrics, "write JSON-lines metrics to this file")->check(examples::existing_parent_dir());
   app.add_option("--save", o.save, "write a checkpoint (safetensors) here after every epoch")
       ->check(examples::existing_parent_dir());
@@ -61,7 +62,7 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--num-experts", o.num_experts, "experts of each MoE layer, e.g. 2 4 (a pyramid)")
       ->expected(1, 64)->check(CLI::PositiveNumber);
   app.add_option("--top-k", o.top_k, "experts per token")->check(finite_in(1, 64, false, "[1, 64]"));
-  app.add_option("--ep-world-size", o.ep_world_size, "expert-parallel world size (1 until distributed training lands)")
+  app.add_option("--ep-world-size", o.ep_world_size, "expert-parallel world size: experts spread over this many ranks (divides the rank count)")
       ->check(finite_in(1, 4096, false, "[1, 4096]"));
   app.add_option("--noisy-gate-policy", o.noisy_gate_policy, "None | Jitter | RSample")
       ->check(CLI::IsMember({"None", "Jitter", "RSample"}));
@@ -101,12 +102,31 @@ Options parse_options(int argc, char** argv) {
     }
   }
   if (o.test_batch_size == 0) o.test_batch_size = o.batch_size;
-  if (o.moe && o.batch_size < o.min_capacity) {
-    std::cerr << "mox-cifar10: --batch-size " << o.batch_size << " is smaller than --min-capacity " << o.min_capacity
-              << ": every MoE batch would hold fewer tokens than the capacity floor; raise --batch-size or lower "
-                 "--min-capacity\nRun with --help for usage.\n";
+  o.world_size = world_size;
+  auto usage_error = [](const std::string& msg) {
+    std::cerr << "mox-cifar10: " << msg << "\nRun with --help for usage.\n";
     std::exit(2);
-  }
+  };
+  if (o.batch_size % world_size != 0)
+    usage_error(mox::str("--batch-size ", o.batch_size, " (the global batch) must be divisible by the ", world_size,
+                    " ranks of this job"));
+  const int64_t rank_batch = o.batch_size / world_size;
+  if (o.moe && rank_batch < o.min_capacity)
+    usage_error(mox::str("--batch-size ", o.batch_size, world_size > 1 ? mox::str(" over ", world_size, " ranks (", rank_batch, " per rank)") : std::string(),
+                    " is smaller than --min-capacity ", o.min_capacity,
+                    ": every MoE batch would hold fewer tokens than the capacity floor; raise --batch-size or lower "
+                    "--min-capacity"));
+  if (world_size % o.ep_world_size != 0)
+    usage_error(mox::str("--ep-world-size ", o.ep_world_size, " must divide the ", world_size,
+                    " ranks of this job (start it with scripts/moxrun --num_gpus N)"));
+  for (int64_t e : o.num_experts)
+    if (o.moe && e % o.ep_world_size != 0)
+      usage_error(mox::str("--num-experts ", e, " is not a multiple of --ep-world-size ", o.ep_world_size,
+                      " (each rank holds the same number of experts)"));
+  if (world_size > 1 && o.ep_world_size > 1 && (!o.save.empty() || !o.resume.empty()))
+    usage_error(mox::str("--save/--resume with --ep-world-size ", o.ep_world_size,
+                    " > 1 are not supported yet (each rank holds different experts; the distributed engine's "
+                    "checkpoints will save them); use --ep-world-size 1"));
   if (o.schedule == "warmup" && o.warmup_steps < 2) {
     std::cerr << "mox-cifar10: --schedule warmup needs --warmup-steps of at least 2, got " << o.warmup_steps
               << "\nRun with --help for usage.\n";

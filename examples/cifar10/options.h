@@ -25,7 +25,7 @@ struct Options {
   bool augment = false;          // random crop (pad 4) + horizontal flip
   uint64_t seed = 1;
   int64_t log_interval = 2000;
-  int64_t threads = 2;
+  int64_t threads = 0;            // 0: $OMP_NUM_THREADS when set (moxrun sets it per rank), else 2
   std::string metrics;           // JSON-lines file
   std::string save;              // checkpoint written after every epoch
   std::string resume;            // checkpoint to continue from
@@ -43,10 +43,14 @@ struct Options {
   bool moe_param_group = false;  // expert parameters in their own optimizer group
   std::string config;            // DeepSpeed-style JSON (examples/cifar10/ds_config.h)
   bool detect_anomaly = false;   // autograd anomaly mode: the first NaN/inf names its op
+  // Ranks of the job (from dist::init); --batch-size is the global batch, each rank trains on
+  // batch_size / world_size images per step, as DeepSpeed's train_batch_size.
+  int64_t world_size = 1;
 };
 
-// Parses argv. On --help prints usage and exits 0; on a bad flag or value prints the
+// Parses argv for a job of `world_size` ranks. On --help prints usage and exits 0; on a bad
+// flag or value (including a batch or expert count the ranks cannot split) prints the
 // problem and exits 2.
-Options parse_options(int argc, char** argv);
+Options parse_options(int argc, char** argv, int64_t world_size = 1);
 
 }  // namespace mox::cifar10
