@@ -8,8 +8,9 @@
 // MASTER_ADDR / MASTER_PORT; four ranks start on a machine with fewer cores (oversubscribed
 // automatically); a DeepSpeed hostfile naming localhost runs its slots; a rank that exits 3,
 // and one that SIGKILLs itself while the other sleeps, make moxrun fail promptly with a line
-// naming the rank and leave no rank process behind; SIGTERM sent to moxrun ends every rank.
-// Tests that start mpirun skip when it is not on PATH.
+// naming the rank and leave no rank process behind; SIGTERM sent to moxrun ends every rank; and
+// a real 2-rank mox-cifar10 run (needs MOX_DATA) whose rank 1 is SIGKILLed mid-training fails
+// promptly naming rank 1. Tests that start mpirun skip when it is not on PATH.
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -327,6 +328,30 @@ TEST_F(Launcher, SigtermToMoxrunEndsEveryRank) {
   }
   // Ranks stopped by mpirun do not report themselves as failures.
   EXPECT_EQ(after_command(read_text(out)).find("exited with status"), std::string::npos) << read_text(out);
+}
+
+// The distributed issue's failure case with a real job: mox-cifar10 training data and expert
+// parallel on 2 ranks (real CIFAR-10 from MOX_DATA), rank 1 SIGKILLed a few seconds in. The
+// job must fail promptly — rank 0 is inside a collective waiting for rank 1 — naming rank 1.
+TEST_F(Launcher, RankKilledMidTrainingFailsTheJobNamingTheRank) {
+  REQUIRE_MPIRUN();
+  const char* root = std::getenv("MOX_DATA");
+  const std::string data = root && *root ? std::string(root) + "/cifar10" : "";
+  if (data.empty() || !fs::is_regular_file(data + "/test_batch.bin"))
+    GTEST_SKIP() << "needs real CIFAR-10 under $MOX_DATA/cifar10 (make data)";
+  const fs::path cifar = mox::testing::program_beside_tests("mox-cifar10");
+  if (cifar.empty()) GTEST_SKIP() << "mox-cifar10 not built beside the tests";
+  // Rank 1's shell schedules its own SIGKILL, then execs the trainer (which keeps the pid).
+  const std::string rank_cmd = "if [ $OMPI_COMM_WORLD_RANK = 1 ]; then (sleep 4; kill -9 $$) & fi; exec \"$0\" \"$@\"";
+  const auto start = Clock::now();
+  ProgramResult r = run("--num_gpus 2 --timeout 60 sh -c " + sh_quote(rank_cmd) + " " + sh_quote(cifar.string()) +
+                        " --data " + sh_quote(data) + " --epochs 20 --batch-size 8 --log-interval 100 --moe" +
+                        " --num-experts 2 --ep-world-size 2");
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_LT(seconds, 60.0) << r.output;
+  EXPECT_CONTAINS(r.output, "loss:");   // it was training when the rank died
+  EXPECT_CONTAINS(r.output, "moxrun: rank 1 exited with status 137 (signal 9, KILL)");
 }
 
 }  // namespace

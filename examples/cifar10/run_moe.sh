@@ -4,15 +4,26 @@
 # ds_config.json (Adam 0.001 — AdamW, as DeepSpeed runs it —, betas 0.8/0.999, weight decay
 # 3e-7, WarmupLR over 1000 steps, batch 4).
 #   EXPERTS  experts of the MoE layer (default 4; a list such as "2 4" gives a pyramid)
-#   EP_SIZE  expert-parallel world size (1: one process until distributed training lands)
+#   NUM_GPUS ranks started by scripts/moxrun (default 1; CPU processes on a machine without GPUs)
+#   EP_SIZE  expert-parallel world size (default 1; must divide NUM_GPUS and every expert count)
+# The seed's real-life setting: NUM_GPUS=2 EP_SIZE=2 EXPERTS=2 ./run_moe.sh
+# With N ranks each keeps the tutorial's 4 images per step: the script hands mox-cifar10 a copy
+# of ds_config.json whose train_batch_size (global, as in DeepSpeed) is 4·N.
 # Extra arguments go to mox-cifar10 (e.g. --epochs 2 --metrics moe.jsonl --seed 1).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 EXPERTS=${EXPERTS:-4}
 EP_SIZE=${EP_SIZE:-1}
+NUM_GPUS=${NUM_GPUS:-1}
 DATA=${DATA:-${MOX_DATA:-$root/data}/cifar10}
+config="$here/ds_config.json"
+if [ "$NUM_GPUS" != 1 ]; then
+  config=$(mktemp --suffix=.json)
+  trap 'rm -f "$config"' EXIT
+  sed "s/\"train_batch_size\": *4,/\"train_batch_size\": $((4 * NUM_GPUS)),/" "$here/ds_config.json" >"$config"
+fi
 # shellcheck disable=SC2086  # EXPERTS is a list on purpose
-exec "$root/build/bin/mox-cifar10" --data "$DATA" --config "$here/ds_config.json" \
+"$root/scripts/moxrun" --num_gpus "$NUM_GPUS" "$root/build/bin/mox-cifar10" --data "$DATA" --config "$config" \
   --moe --ep-world-size "$EP_SIZE" --num-experts $EXPERTS --top-k 1 \
   --noisy-gate-policy RSample --aux-loss-coef 0.01 --moe-param-group "$@"
