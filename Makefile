@@ -139,12 +139,17 @@ export MOX_DATA
 
 # mpirun for the multi-process tests: as root it needs --allow-run-as-root; 4 ranks on a
 # 2-core machine need --oversubscribe; one OpenMP thread per rank; 120 s collective timeout.
+# Under SANITIZE=1 they run with ASan and UBSan but without LeakSanitizer: OpenMPI leaks by
+# design at MPI_Finalize (hwloc topology, dlopen'ed components whose frames LSan cannot even
+# name, so no suppression file can match them). The library code they run is leak-checked by
+# mox-tests.
 MPIRUN := mpirun $(if $(filter 0,$(shell id -u)),--allow-run-as-root) --oversubscribe --bind-to none \
           -x OMP_NUM_THREADS=1 -x MOX_DIST_TIMEOUT=120 $(if $(filter 1,$(SANITIZE)),-x ASAN_OPTIONS -x UBSAN_OPTIONS)
+DIST_SAN_ENV := $(subst detect_leaks=1,detect_leaks=0,$(SAN_ENV))
 test: deps all
 	$(SAN_ENV) OMP_NUM_THREADS=$(THREADS) $(TEST_BIN)
-	$(SAN_ENV) $(MPIRUN) -np 2 $(DIST_TEST_BIN)
-	$(SAN_ENV) $(MPIRUN) -np 4 $(DIST_TEST_BIN)
+	$(DIST_SAN_ENV) $(MPIRUN) -np 2 $(DIST_TEST_BIN)
+	$(DIST_SAN_ENV) $(MPIRUN) -np 4 $(DIST_TEST_BIN)
 
 cifar10: deps $(CIFAR_BIN)
 	$(CIFAR_BIN) --data $(MOX_DATA)/cifar10 --threads $(THREADS)
