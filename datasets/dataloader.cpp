@@ -1,26 +1,14 @@
-// dataloader.cpp — epoch order, sharding, batch assembly and the prefetch thread
-// (see dataloader.h).
+// dataloader.cpp — batch assembly and the prefetch thread; the epoch order and sharding
+// come from DistributedSampler (see dataloader.h).
 #include "datasets/dataloader.h"
 
 #include <algorithm>
-#include <numeric>
 #include <utility>
 
 #include "tensor/random.h"
 
 namespace mox::data {
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-// A Generator key from a parent key and one more coordinate.
-uint64_t derive(uint64_t key, uint64_t coordinate) { return splitmix64(key ^ splitmix64(coordinate)); }
-
-constexpr uint64_t kShuffleStream = 1, kAugmentStream = 2;
 
 void check_image(const Tensor& image, int64_t index) {
   MOX_CHECK(image.defined() && image.dim() == 3 && image.dtype() == DType::u8 &&
@@ -33,7 +21,8 @@ void check_image(const Tensor& image, int64_t index) {
 }  // namespace
 
 DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions options)
-    : dataset_(std::move(dataset)), opt_(std::move(options)), table_(opt_.normalize) {
+    : dataset_(std::move(dataset)), opt_(std::move(options)), table_(opt_.normalize),
+      sampler_(0) {   // an empty placeholder until the options are checked
   MOX_CHECK(dataset_ != nullptr, "DataLoader: dataset is null");
   MOX_CHECK(opt_.batch_size >= 1, "DataLoader: batch_size must be >= 1, got ", opt_.batch_size);
   MOX_CHECK(opt_.prefetch >= 0, "DataLoader: prefetch must be >= 0, got ", opt_.prefetch);
@@ -44,10 +33,14 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions opt
             opt_.augment.crop_padding);
   const int64_t n = dataset_->size();
   MOX_CHECK(n > 0, "DataLoader: the dataset is empty");
-  per_rank_ = (n + opt_.world_size - 1) / opt_.world_size;
-  batches_ = opt_.drop_last ? per_rank_ / opt_.batch_size
-                            : (per_rank_ + opt_.batch_size - 1) / opt_.batch_size;
-  MOX_CHECK(batches_ > 0, "DataLoader: batch_size ", opt_.batch_size, " exceeds the ", per_rank_,
+  // Padding mode always: every rank gets ceil(n / world_size) samples. The loader's own
+  // drop_last acts on batches below, not on the sampler.
+  sampler_ = DistributedSampler(n, {opt_.rank, opt_.world_size, opt_.shuffle, opt_.seed,
+                                    /*drop_last=*/false});
+  const int64_t per_rank = sampler_.num_samples();
+  batches_ = opt_.drop_last ? per_rank / opt_.batch_size
+                            : (per_rank + opt_.batch_size - 1) / opt_.batch_size;
+  MOX_CHECK(batches_ > 0, "DataLoader: batch_size ", opt_.batch_size, " exceeds the ", per_rank,
             " samples this rank gets per epoch and drop_last is set: an epoch would be empty");
 }
 
@@ -61,18 +54,8 @@ void DataLoader::restore(int64_t epoch, int64_t batch) {
             " of an epoch with ", batches_, " batches");
   stop_worker();
 
-  const int64_t n = dataset_->size(), world = opt_.world_size;
-  std::vector<int64_t> order;   // (n) the epoch's order of dataset indices
-  if (opt_.shuffle) {
-    Generator gen(derive(derive(opt_.seed, kShuffleStream), uint64_t(epoch)));
-    order = gen.permutation(n);
-  } else {
-    order.resize(size_t(n));
-    std::iota(order.begin(), order.end(), int64_t(0));
-  }
-  indices_.resize(size_t(per_rank_));
-  for (int64_t i = 0; i < per_rank_; ++i)   // positions past n wrap around to the start
-    indices_[size_t(i)] = order[size_t((opt_.rank + i * world) % n)];
+  sampler_.set_epoch(epoch);
+  indices_ = sampler_.indices();   // (samples_per_epoch())
 
   epoch_ = epoch;
   batch_ = batch;
@@ -83,10 +66,10 @@ LoaderState DataLoader::state() const { return {std::max<int64_t>(epoch_, 0), ba
 
 Batch DataLoader::build(int64_t b) const {
   const int64_t begin = b * opt_.batch_size;
-  const int64_t count = std::min(opt_.batch_size, per_rank_ - begin);
-  Generator gen(derive(derive(derive(derive(opt_.seed, kAugmentStream), uint64_t(epoch_)),
-                              uint64_t(opt_.rank)),
-                       uint64_t(b)));
+  const int64_t count = std::min(opt_.batch_size, samples_per_epoch() - begin);
+  uint64_t key = derive_key(opt_.seed, kAugmentStream);   // (seed, augment, epoch, rank, b)
+  key = derive_key(derive_key(derive_key(key, uint64_t(epoch_)), uint64_t(opt_.rank)), uint64_t(b));
+  Generator gen(key);
 
   const int64_t first_index = indices_[size_t(begin)];
   Example first = dataset_->get(first_index);

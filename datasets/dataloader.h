@@ -13,11 +13,13 @@
 // So prefetch on or off gives bitwise-identical batches, and restore(epoch, b) continues a
 // run exactly where state() said it was, without replaying the epoch.
 //
-// Sharding (distributed data parallel). The epoch's order is padded by wrapping around to
-// its start until its length is a multiple of world_size, then rank r takes positions
-// r, r + world_size, r + 2·world_size, ... Every rank gets ceil(N / world_size) samples and
-// hence the same number of batches; every sample is seen at least once per epoch, and at
-// most world_size - 1 samples twice (PyTorch's DistributedSampler does the same).
+// Sharding (distributed data parallel). Each epoch's indices come from a DistributedSampler
+// (datasets/distributed_sampler.h) in padding mode: the epoch's order is padded by wrapping
+// around to its start until its length is a multiple of world_size, then rank r takes
+// positions r, r + world_size, r + 2·world_size, ... Every rank gets ceil(N / world_size)
+// samples and hence the same number of batches; every sample is seen at least once per
+// epoch, and at most world_size - 1 samples twice. LoaderOptions::drop_last is not the
+// sampler's drop_last (cut the dataset's tail): it drops this rank's last partial batch.
 //
 // Prefetch. With prefetch = K > 0 a background thread builds batches in order into a queue
 // of at most K. An exception while building a batch (a corrupt image, mixed image sizes) is
@@ -36,6 +38,7 @@
 #include <vector>
 
 #include "datasets/dataset.h"
+#include "datasets/distributed_sampler.h"
 #include "datasets/transforms.h"
 
 namespace mox::data {
@@ -43,7 +46,7 @@ namespace mox::data {
 struct LoaderOptions {
   int64_t batch_size = 64;
   bool shuffle = false;
-  bool drop_last = false;   // drop this rank's last, partial batch
+  bool drop_last = false;   // drop this rank's last, partial batch (the sampler always pads)
   uint64_t seed = 0;        // keys the shuffle and the augmentation
   int64_t prefetch = 2;     // batches queued by a background thread; 0 = build inside next()
   int64_t rank = 0;         // this process's shard, 0 <= rank < world_size
@@ -73,7 +76,7 @@ class DataLoader {
   // Batches this rank gets per epoch (the same on every rank).
   int64_t batches_per_epoch() const { return batches_; }
   // Samples this rank gets per epoch: ceil(dataset size / world_size).
-  int64_t samples_per_epoch() const { return per_rank_; }
+  int64_t samples_per_epoch() const { return sampler_.num_samples(); }
 
   // Begin epoch `epoch` (>= 0) at its first batch, abandoning any epoch in progress.
   void start_epoch(int64_t epoch);
@@ -100,11 +103,11 @@ class DataLoader {
   std::shared_ptr<const Dataset> dataset_;
   LoaderOptions opt_;
   NormalizeTable table_;
-  int64_t per_rank_ = 0;
+  DistributedSampler sampler_;      // padding mode (its drop_last off); set_epoch in restore
   int64_t batches_ = 0;
   int64_t epoch_ = -1;              // -1 until start_epoch/restore
   int64_t batch_ = 0;               // consumer position within the epoch
-  std::vector<int64_t> indices_;    // (per_rank_) this rank's dataset indices, epoch order
+  std::vector<int64_t> indices_;    // (samples_per_epoch()) this rank's indices, epoch order
 
   std::thread worker_;
   std::mutex mu_;

@@ -1,5 +1,5 @@
-// distributed_sampler.cpp — the epoch order, padding or cutting, and the strided share
-// (see distributed_sampler.h).
+// distributed_sampler.cpp — Generator key derivation, the epoch order, padding or cutting,
+// and the strided share (see distributed_sampler.h).
 #include "datasets/distributed_sampler.h"
 
 #include <numeric>
@@ -10,18 +10,16 @@
 namespace mox::data {
 namespace {
 
-// The DataLoader's key derivation (datasets/dataloader.cpp), so that both draw the same
-// epoch order for the same (seed, epoch); tests/test_distributed_sampler.cpp checks it.
 uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
 }
-uint64_t derive(uint64_t key, uint64_t coordinate) { return splitmix64(key ^ splitmix64(coordinate)); }
-constexpr uint64_t kShuffleStream = 1;
 
 }  // namespace
+
+uint64_t derive_key(uint64_t key, uint64_t coordinate) { return splitmix64(key ^ splitmix64(coordinate)); }
 
 DistributedSampler::DistributedSampler(int64_t size, SamplerOptions options) : size_(size), opt_(options) {
   MOX_CHECK(size_ >= 0, "DistributedSampler: the dataset size must be >= 0, got ", size_);
@@ -40,7 +38,7 @@ void DistributedSampler::set_epoch(int64_t epoch) {
 std::vector<int64_t> DistributedSampler::indices() const {
   std::vector<int64_t> order;   // (size) the epoch's order
   if (opt_.shuffle) {
-    Generator gen(derive(derive(opt_.seed, kShuffleStream), uint64_t(epoch_)));
+    Generator gen(derive_key(derive_key(opt_.seed, kShuffleStream), uint64_t(epoch_)));
     order = gen.permutation(size_);
   } else {
     order.resize(size_t(size_));

@@ -3,8 +3,7 @@
 // PyTorch's torch.utils.data.DistributedSampler, for any indexable collection of `size` items:
 //   1. the epoch's order: a permutation of 0..size-1 drawn from a Generator keyed by
 //      (seed, epoch) — identical on every rank, a new one after set_epoch — or 0..size-1 when
-//      shuffle is off. The key is the DataLoader's (datasets/dataloader.h), so both give the
-//      same order for the same seed and epoch;
+//      shuffle is off;
 //   2. equal shares: drop_last off — the order is padded by wrapping around to its start until
 //      its length is a multiple of world_size (up to world_size-1 items appear twice);
 //      drop_last on — its tail is cut to a multiple of world_size (up to world_size-1 items
@@ -14,22 +13,33 @@
 // from what drop_last cuts), have equal sizes, and depend only on (size, rank, W, seed, epoch,
 // shuffle, drop_last).
 //
+// This is the one implementation of the epoch order and the sharding: the image DataLoader
+// (datasets/dataloader.h) takes each epoch's indices from a DistributedSampler in padding mode
+// (drop_last off); its own drop_last is a different thing — it drops the rank's last partial
+// batch. derive_key below is the one key derivation both use (the loader for augmentation).
+//
 // What it is not: it knows no MPI (rank and world size are plain numbers, from dist::world()
 // in a program), loads nothing (feed its indices to a Dataset, a TextDataset, a custom loop),
-// and keeps no position within an epoch. The image DataLoader shards the same way by itself
-// (LoaderOptions::rank/world_size, padding only).
+// and keeps no position within an epoch.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 namespace mox::data {
 
+// Generator keys are derived, not drawn: a child key from a parent key and one more
+// coordinate (splitmix64 mixing), so every random stream is a pure function of its
+// coordinates. The first coordinate below a seed names the stream; keep them distinct.
+uint64_t derive_key(uint64_t key, uint64_t coordinate);
+inline constexpr uint64_t kShuffleStream = 1;   // the epoch order: (seed, 1, epoch)
+inline constexpr uint64_t kAugmentStream = 2;   // DataLoader augmentation: (seed, 2, epoch, rank, b)
+
 struct SamplerOptions {
   int64_t rank = 0;         // this process's share, 0 <= rank < world_size
   int64_t world_size = 1;   // number of shares (the data-parallel group's size)
   bool shuffle = true;      // PyTorch's default
   uint64_t seed = 0;        // the same on every rank
-  bool drop_last = false;   // cut the tail instead of padding
+  bool drop_last = false;   // cut the dataset's tail to a multiple of world_size instead of padding
 };
 
 class DistributedSampler {
