@@ -111,7 +111,8 @@ TEST_F(CifarCli, ConfigFileIsAppliedAndItsErrorsExitTwoNamingTheKey) {
 
   struct Case { std::string name, text, flags, expect; };
   const std::vector<Case> cases = {
-      {"fp16.json", R"({"train_batch_size": 4, "fp16": {"enabled": true}})", "", "unknown key 'fp16'"},
+      {"fp16.json", R"({"train_batch_size": 4, "fp16": {"enabled": true}})", "", "'fp16' is not supported by mox-cifar10"},
+      {"dup.json", R"({"train_batch_size": 4, "train_batch_size": 8})", "", "key 'train_batch_size' appears twice"},
       {"typo.json", R"({"optimizer": {"type": "SGD", "params": {"lrr": 0.1}}})", "",
        "unknown key 'optimizer.params.lrr' (did you mean 'lr'?"},
       {"typo2.json", R"({"train_batchsize": 8})", "", "unknown key 'train_batchsize' (did you mean 'train_batch_size'?"},

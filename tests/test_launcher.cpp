@@ -33,6 +33,7 @@
 
 #include "tests/child_process.h"
 #include "tests/expect_error.h"
+#include "tests/moxrun.h"
 #include "tests/temp_dir.h"
 
 extern char** environ;
@@ -43,23 +44,8 @@ namespace fs = std::filesystem;
 using mox::testing::ProgramResult;
 using mox::testing::sh_quote;
 using Clock = std::chrono::steady_clock;
-
-// <repo>/scripts/moxrun: the test binary is <repo>/<build dir>/bin/mox-tests.
-fs::path moxrun_script() {
-  std::error_code ec;
-  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return {};
-  const fs::path p = self.parent_path().parent_path().parent_path() / "scripts" / "moxrun";
-  return fs::is_regular_file(p) ? p : fs::path();
-}
-
-bool on_path(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs(path ? path : "");
-  for (std::string dir; std::getline(dirs, dir, ':');)
-    if (!dir.empty() && access((fs::path(dir) / name).c_str(), X_OK) == 0) return true;
-  return false;
-}
+using mox::testing::moxrun_script;
+using mox::testing::on_path;
 
 // CPUs this process may run on (what nproc prints).
 int usable_cpus() {

@@ -2,7 +2,7 @@
 //
 // Supported keys (anything else is an error naming the key and, for a likely typo, the key
 // meant, so a typo never passes silently):
-//   train_batch_size                  → --batch-size (one process: the micro batch)
+//   train_batch_size                  → --batch-size (the global batch, split over the ranks)
 //   steps_per_print                   → --log-interval
 //   gradient_clipping                 → --grad-clip (global L2 norm; 0 = off)
 //   optimizer {type, params}          type SGD | Adam | AdamW (case-insensitive, as DeepSpeed);
@@ -15,8 +15,10 @@
 // A setting given both in the file and as an explicit flag is an error naming both: the run
 // must not depend on which one silently wins.
 //
-// What it is not: DeepSpeed's whole schema. fp16/bf16, ZeRO, wall_clock_breakdown and the
-// batch identities of data parallelism belong to the distributed engine.
+// The file is read by dist::parse_ds_config (strict: unknown and duplicate keys are errors).
+// What it is not: what the example does not do — train_micro_batch_size_per_gpu,
+// gradient_accumulation_steps, fp16/bf16, ZeRO and wall_clock_breakdown are errors saying so
+// (dist/engine.h supports them).
 #pragma once
 #include <functional>
 #include <string>
