@@ -160,7 +160,9 @@ TEST(Engine, ZeroStage1MatchesStage0AndShardsTheOptimizerState) {
   }
   world().all_reduce(count);
   for (float c : count.to_vector<float>()) EXPECT_EQ(c, 1.0f);
-  if (world().size() > 1) EXPECT_LT(mine.size(), x.size());
+  if (world().size() > 1) {
+    EXPECT_LT(mine.size(), x.size());
+  }
 }
 
 TEST(Engine, ExpertParallelMatchesEpSizeOne) {
