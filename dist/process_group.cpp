@@ -20,8 +20,11 @@ std::string ProcessGroup::where(const char* op) const {
 
 namespace {
 
-void check_contiguous(const Tensor& t, const std::string& where) {
+// A tensor a collective can move: defined, on the CPU (MPI), contiguous.
+void check_buffer(const Tensor& t, const std::string& where) {
   MOX_CHECK(t.defined(), where, ": the tensor is undefined");
+  MOX_CHECK(t.device().is_cpu(), where, ": the tensor ", describe(t), " is on ", t.device(),
+            "; the MPI backend moves CPU tensors (a NCCL backend for CUDA tensors is not built yet)");
   MOX_CHECK(t.is_contiguous(), where, ": the tensor ", describe(t),
             " must be contiguous (collectives move whole buffers); call .contiguous() first");
 }
@@ -43,7 +46,7 @@ Shape with_rows(const Tensor& t, int64_t rows) {
 
 void ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
   const std::string w = where("all_reduce");
-  check_contiguous(t, w);
+  check_buffer(t, w);
   MOX_CHECK(op != ReduceOp::avg || is_floating(t.dtype()), w, ": avg needs a floating tensor, got ", describe(t));
   MOX_CHECK(t.dtype() != DType::boolean, w, ": cannot reduce a bool tensor ", describe(t));
   if (t.numel() == 0) return;
@@ -59,14 +62,14 @@ void ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
 
 void ProcessGroup::broadcast(const Tensor& t, int root) {
   const std::string w = where("broadcast");
-  check_contiguous(t, w);
+  check_buffer(t, w);
   MOX_CHECK(root >= 0 && root < size(), w, ": root ", root, " is not a rank of the group (0..", size() - 1, ")");
   if (size() > 1 && t.numel() > 0) broadcast_raw(t.raw_data(), int64_t(t.nbytes()), root);
 }
 
 Tensor ProcessGroup::all_gather(const Tensor& t) {
   const std::string w = where("all_gather");
-  check_contiguous(t, w);
+  check_buffer(t, w);
   MOX_CHECK(t.dim() >= 1, w, ": needs at least one dimension to stack along, got ", describe(t));
   Tensor out = empty(with_rows(t, t.size(0) * size()), t.dtype(), t.device());
   if (size() == 1) raw::copy_(out, t);
@@ -76,7 +79,7 @@ Tensor ProcessGroup::all_gather(const Tensor& t) {
 
 Tensor ProcessGroup::reduce_scatter(const Tensor& t, ReduceOp op) {
   const std::string w = where("reduce_scatter");
-  check_contiguous(t, w);
+  check_buffer(t, w);
   MOX_CHECK(t.dim() >= 1 && t.size(0) % size() == 0, w, ": the input ", describe(t),
             " must have a first dimension divisible by the group size ", size());
   MOX_CHECK(op != ReduceOp::avg || is_floating(t.dtype()), w, ": avg needs a floating tensor, got ", describe(t));
@@ -95,7 +98,7 @@ Tensor ProcessGroup::reduce_scatter(const Tensor& t, ReduceOp op) {
 Tensor ProcessGroup::all_to_all(const Tensor& t, const std::vector<int64_t>& send_rows,
                                 const std::vector<int64_t>& recv_rows) {
   const std::string w = where("all_to_all");
-  check_contiguous(t, w);
+  check_buffer(t, w);
   MOX_CHECK(t.dim() >= 1, w, ": needs at least one dimension to split, got ", describe(t));
   MOX_CHECK(int(send_rows.size()) == size() && int(recv_rows.size()) == size(), w, ": ", send_rows.size(),
             " send and ", recv_rows.size(), " receive split sizes given; the group has ", size(), " ranks");

@@ -25,6 +25,7 @@
 #include "nn/checkpoint.h"
 #include "nn/linear.h"
 #include "nn/optim/sgd.h"
+#include "tensor/backend.h"
 #include "tests/child_process.h"
 #include "tests/expect_error.h"
 #include "tests/temp_dir.h"
@@ -140,6 +141,21 @@ TEST_F(CifarCli, ConfigFileIsAppliedAndItsErrorsExitTwoNamingTheKey) {
   ProgramResult missing = run("--config " + sh_quote(path("absent.json")) + no_data);
   EXPECT_EQ(missing.code, 2) << missing.output;
   EXPECT_CONTAINS(missing.output, "--config");
+}
+
+TEST_F(CifarCli, UnusableDeviceExitsTwoSayingWhy) {
+  ProgramResult bad = run("--device gpu --data " + sh_quote(path("none")));
+  EXPECT_EQ(bad.code, 2) << bad.output;
+  EXPECT_CONTAINS(bad.output, "'gpu' is not a device (cpu, cuda, cuda:0 or auto)");
+  if (!mox::backend_available(mox::DeviceType::CUDA)) {   // this machine: say which of the two reasons it is
+    ProgramResult cuda = run("--device cuda --data " + sh_quote(path("none")));
+    EXPECT_EQ(cuda.code, 2) << cuda.output;
+    EXPECT_CONTAINS(cuda.output, mox::cuda_built() ? "no CUDA device is visible" : "built without the CUDA backend");
+  } else {
+    ProgramResult second = run("--device cuda:1 --data " + sh_quote(path("none")));
+    EXPECT_EQ(second.code, 2) << second.output;
+    EXPECT_CONTAINS(second.output, "one GPU per process");
+  }
 }
 
 TEST_F(CifarCli, ARepeatedFlagTakesItsLastValue) {

@@ -23,6 +23,7 @@
 #include "dist/world.h"
 #include "examples/cifar10/net.h"
 #include "examples/cifar10/options.h"
+#include "examples/common/device.h"
 #include "examples/common/metrics.h"
 #include "moe/param_groups.h"
 #include "moe/routing_stats.h"
@@ -99,14 +100,14 @@ struct Accuracy {
   std::vector<double> per_class;
 };
 
-Accuracy evaluate(Net& model, data::DataLoader& loader, int64_t num_classes) {
+Accuracy evaluate(Net& model, data::DataLoader& loader, int64_t num_classes, Device device) {
   autograd::NoGradGuard no_grad;
   model.eval();
   std::vector<int64_t> correct(size_t(num_classes), 0), total(size_t(num_classes), 0);
   loader.start_epoch(0);
   data::Batch b;
   while (loader.next(b)) {
-    std::vector<int64_t> pred = argmax(model.forward(b.images), 1).to_vector<int64_t>();
+    std::vector<int64_t> pred = argmax(model.forward(b.images.to(device)), 1).to_vector<int64_t>();
     std::vector<int64_t> label = b.labels.to_vector<int64_t>();
     for (size_t i = 0; i < pred.size(); ++i) {
       total[size_t(label[i])] += 1;
@@ -172,6 +173,8 @@ int run(const Options& o) {
   manual_seed(o.seed);
   std::unique_ptr<MoeOptions> moe_options = make_moe_options(o);
   Net model(moe_options.get());
+  const Device device = examples::resolve_device(o.device);
+  model.to(device);
   // Same seed, same initial weights on every rank; the broadcast makes it a guarantee.
   std::unique_ptr<dist::GradientReducer> reducer;
   if (world.size() > 1) {
@@ -195,9 +198,9 @@ int run(const Options& o) {
   }
   examples::MetricsWriter metrics(lead ? o.metrics : "", /*append=*/!o.resume.empty());
   if (lead)
-    std::printf("mox-cifar10: %lld train / %lld test images, batch %lld, %s lr %g, %lld threads, %lld params%s\n",
+    std::printf("mox-cifar10: %lld train / %lld test images, batch %lld, %s lr %g, %s, %lld threads, %lld params%s\n",
                 (long long)train_set->size(), (long long)test_set->size(), (long long)o.batch_size, o.optimizer.c_str(),
-                o.lr, (long long)threads, (long long)model.num_parameters(),
+                o.lr, examples::device_summary(device).c_str(), (long long)threads, (long long)model.num_parameters(),
                 world.size() > 1 ? str(", ", world.size(), " ranks (", lo.batch_size, " images each), ep_size ",
                                        o.ep_world_size).c_str()
                                  : "");
@@ -223,7 +226,7 @@ int run(const Options& o) {
     for (int64_t i = start; train_loader.next(b); ++i) {
       schedule->apply(*optimizer, step);
       optimizer->zero_grad();
-      Tensor ce = nn::cross_entropy(model.forward(b.images), b.labels);
+      Tensor ce = nn::cross_entropy(model.forward(b.images.to(device)), b.labels.to(device));
       Tensor loss = ce;
       for (size_t l = 0; l < model.num_moe_layers(); ++l) {   // DeepSpeed's example drops l_aux; we don't
         const moe::MoEOutput& out = model.layer(l).last();
@@ -274,7 +277,7 @@ int run(const Options& o) {
         return 0;
       }
     }
-    Accuracy acc = evaluate(model, test_loader, int64_t(classes.size()));
+    Accuracy acc = evaluate(model, test_loader, int64_t(classes.size()), device);
     if (lead)
       std::printf("Accuracy of the network on the %lld test images: %.1f %%\n", (long long)test_set->size(),
                   100.0 * acc.overall);

@@ -9,6 +9,7 @@
 
 #include "examples/cifar10/ds_config.h"
 #include "examples/common/cli.h"
+#include "examples/common/device.h"
 #include "tensor/error.h"
 
 namespace mox::cifar10 {
@@ -53,6 +54,8 @@ Options parse_options(int argc, char** argv, int64_t world_size) {
   app.add_flag("--augment", o.augment, "random crop (padding 4) and horizontal flip while training");
   app.add_option("--seed", o.seed, "seed of initialisation, shuffling and augmentation")->check(kNonNegative);
   app.add_option("--log-interval", o.log_interval, "steps between loss reports")->check(kPositive);
+  app.add_option("--device", o.device, "cpu, cuda, cuda:0 or auto (cuda when a GPU is visible, else cpu)")
+      ->check(examples::device_validator());
   app.add_option("--threads", o.threads, "CPU threads per rank (OpenMP and OpenBLAS; default $OMP_NUM_THREADS, else 2)")->check(finite_in(1, 1024, false, "[1, 1024]"));
   app.add_option("--metrics", o.metrics, "write JSON-lines metrics to this file")->check(examples::existing_parent_dir());
   app.add_option("--save", o.save, "write a checkpoint (safetensors) here after every epoch")

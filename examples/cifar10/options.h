@@ -25,6 +25,7 @@ struct Options {
   bool augment = false;          // random crop (pad 4) + horizontal flip
   uint64_t seed = 1;
   int64_t log_interval = 2000;
+  std::string device = "auto";   // cpu | cuda | cuda:0 | auto (examples/common/device.h)
   int64_t threads = 0;            // 0: $OMP_NUM_THREADS when set (moxrun sets it per rank), else 2
   std::string metrics;           // JSON-lines file
   std::string save;              // checkpoint written after every epoch

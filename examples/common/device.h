@@ -1,0 +1,49 @@
+// device.h — the examples' --device flag: "cpu", "cuda", "cuda:N", or "auto" (the default:
+// cuda when this build has the CUDA backend and a GPU is visible, else cpu).
+//
+// device_validator() makes an unusable choice a usage error (exit 2) naming why: not a device
+// name, a CUDA-less build, no visible GPU, or an index other than 0 — one GPU per process, and
+// scripts/moxrun gives each rank its own through CUDA_VISIBLE_DEVICES. resolve_device() turns
+// the accepted text into the Device; device_summary() is the one line a program announces.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "tensor/backend.h"
+#include "tensor/device.h"
+
+namespace mox::examples {
+
+inline Device resolve_device(const std::string& text) {
+  if (text == "auto") return backend_available(DeviceType::CUDA) ? Device::cuda() : Device::cpu();
+  return Device::parse(text);
+}
+
+inline CLI::Validator device_validator() {
+  return CLI::Validator(
+      [](std::string& input) -> std::string {
+        if (input == "auto") return "";
+        Device d;
+        try {
+          d = Device::parse(input);
+        } catch (const std::exception&) {
+          return "'" + input + "' is not a device (cpu, cuda, cuda:0 or auto)";
+        }
+        if (d.is_cpu()) return "";
+        if (!cuda_built()) return "'" + input + "': this mox was built without the CUDA backend (make CUDA=1 where nvcc is installed)";
+        if (!backend_available(DeviceType::CUDA)) return "'" + input + "': no CUDA device is visible to this process";
+        if (d.index != 0)
+          return "'" + input + "': one GPU per process, cuda:0 (scripts/moxrun gives each rank its own GPU)";
+        return "";
+      },
+      "DEVICE");
+}
+
+// "device cpu (mox built without CUDA)", "device cpu (no CUDA device visible)", "device cuda:0".
+inline std::string device_summary(Device d) {
+  if (d.is_cuda()) return "device " + d.str();
+  if (!cuda_built()) return "device cpu (mox built without CUDA)";
+  return backend_available(DeviceType::CUDA) ? "device cpu" : "device cpu (no CUDA device visible)";
+}
+
+}  // namespace mox::examples
