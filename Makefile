@@ -43,6 +43,19 @@ yesno = $(if $(1),found,not found)
 MPI_CFLAGS    := $(if $(HAVE_MPI),$(shell mpicxx --showme:compile) -DOMPI_SKIP_MPICXX=1)
 MPI_LIBS      := $(if $(HAVE_MPI),$(filter-out -lmpi_cxx,$(shell mpicxx --showme:link)))
 
+# CUDA backend (tensor/cuda/*.cu): on by default where nvcc was found; `make CUDA=0` forces a
+# CPU-only build. Sanitizer and fuzz builds are always CPU-only (nvcc objects carry no ASan).
+# CUDA_ARCH: Hopper by default, with PTX so newer chips JIT-compile it.
+CUDA      ?= 0# TEMPORARY while the kernel files are written: becomes $(if $(NVCC),1,0)
+ifeq ($(SANITIZE),1)
+CUDA      := 0
+endif
+CUDA_ARCH ?= 90
+NVCCFLAGS := -std=c++17 -O3 -g -lineinfo -I. -MMD -MP --expt-relaxed-constexpr \
+             -gencode arch=compute_$(CUDA_ARCH),code=[sm_$(CUDA_ARCH),compute_$(CUDA_ARCH)] \
+             -Xcompiler -Wall,-Wno-unused-parameter
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lcudnn
+
 # ---------------------------------------------------------------- flags
 ARCH    ?= native
 OPT      := $(if $(filter 1,$(DEBUG)),-O0 -g,-O3 -march=$(ARCH) -g1)
@@ -66,7 +79,7 @@ ifeq ($(SANITIZE),1)
 $(BUILD)/obj/datasets/stb_image_impl.o: CXXFLAGS += $(STB_UBSAN_EXCEPTIONS)
 endif
 CXXFLAGS += -std=c++17 $(OPT) -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -MMD -MP
-LDLIBS   += -fopenmp -lopenblas -lpthread $(MPI_LIBS)
+LDLIBS   += -fopenmp -lopenblas -lpthread $(MPI_LIBS) $(if $(filter 1,$(CUDA)),$(CUDA_LIBS))
 $(BUILD)/obj/dist/%.o: CXXFLAGS += $(MPI_CFLAGS)
 
 # ---------------------------------------------------------------- sources
@@ -74,6 +87,11 @@ LIB_DIRS := tensor tensor/cpu autograd nn nn/optim datasets moe dist
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cpp))
 LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libmox.a
+# The CUDA objects are linked into every program directly (not through the archive): the CPU
+# code finds the backend through a weak symbol, which would not pull an archive member.
+CUDA_SRC := $(if $(filter 1,$(CUDA)),$(wildcard tensor/cuda/*.cu))
+CUDA_OBJ := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
+LINK_LIB := $(CUDA_OBJ) $(LIB)
 TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/obj/%.o)
 TEST_BIN := $(BIN)/mox-tests
@@ -100,7 +118,7 @@ banner:
 	@echo "mox build — features:"
 	@echo "  OpenBLAS  $(call yesno,$(HAVE_OPENBLAS))"
 	@echo "  MPI       $(call yesno,$(HAVE_MPI))"
-	@echo "  CUDA      $(if $(NVCC),found ($(NVCC)) — backend not built yet (CPU only),not found)"
+	@echo "  CUDA      $(if $(NVCC),found ($(NVCC)),not found) — backend $(if $(filter 1,$(CUDA)),built for sm_$(CUDA_ARCH) + PTX,not built (CPU only$(if $(NVCC),; CUDA=0)))"
 	@echo "  cuDNN     $(call yesno,$(HAVE_CUDNN))"
 	@echo "  NCCL      $(call yesno,$(HAVE_NCCL))"
 	@echo "  GoogleTest $(call yesno,$(HAVE_GTEST)), nlohmann-json $(call yesno,$(HAVE_JSON)), stb_image $(call yesno,$(HAVE_STB))"
@@ -109,29 +127,33 @@ $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(TEST_BIN): $(TEST_OBJ) $(LLM_LIB_OBJ) $(LIB)
+$(TEST_BIN): $(TEST_OBJ) $(LLM_LIB_OBJ) $(LINK_LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $(TEST_OBJ) $(LLM_LIB_OBJ) $(LIB) -o $@ -lgtest $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $(TEST_OBJ) $(LLM_LIB_OBJ) $(LINK_LIB) -o $@ -lgtest $(LDLIBS)
 
-$(DIST_TEST_BIN): $(DIST_TEST_OBJ) $(LIB)
+$(DIST_TEST_BIN): $(DIST_TEST_OBJ) $(LINK_LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $(DIST_TEST_OBJ) $(LIB) -o $@ -lgtest $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $(DIST_TEST_OBJ) $(LINK_LIB) -o $@ -lgtest $(LDLIBS)
 
-$(CIFAR_BIN): $(CIFAR_OBJ) $(LIB)
+$(CIFAR_BIN): $(CIFAR_OBJ) $(LINK_LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $(CIFAR_OBJ) $(LIB) -o $@ $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $(CIFAR_OBJ) $(LINK_LIB) -o $@ $(LDLIBS)
 
-$(LLM_BIN): $(LLM_OBJ) $(LIB)
+$(LLM_BIN): $(LLM_OBJ) $(LINK_LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $(LLM_OBJ) $(LIB) -o $@ $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $(LLM_OBJ) $(LINK_LIB) -o $@ $(LDLIBS)
 
-$(BIN)/mox-%: $(BUILD)/obj/bench/%.o $(LIB)
+$(BIN)/mox-%: $(BUILD)/obj/bench/%.o $(LINK_LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $< $(LIB) -o $@ -lbenchmark $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $< $(LINK_LIB) -o $@ -lbenchmark $(LDLIBS)
 
 # ---------------------------------------------------------------- run targets
 MOX_DATA ?= $(if $(wildcard ../shared/data/cifar10),$(abspath ../shared/data),$(abspath data))
@@ -263,5 +285,5 @@ data:
 clean:
 	rm -rf $(BUILD)
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(DIST_TEST_OBJ:.o=.d) $(CIFAR_OBJ:.o=.d) $(LLM_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(DIST_TEST_OBJ:.o=.d) $(CUDA_OBJ:.o=.d) $(CIFAR_OBJ:.o=.d) $(LLM_OBJ:.o=.d)
 -include $(wildcard $(FUZZ_BUILD)/obj/*/*.d $(FUZZ_BUILD)/obj/*/*/*.d)

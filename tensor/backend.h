@@ -2,8 +2,8 @@
 //
 // Front-ends in tensor/ops.cpp validate shapes and dtypes once, allocate the outputs and
 // then call the kernel of the tensor's device through `backend(device)`. The CPU backend
-// (tensor/cpu/) is always present and is the reference; the CUDA backend registers itself
-// when it was built. Kernels may assume what the front-end guarantees (stated per entry:
+// (tensor/cpu/) is always present and is the reference; the CUDA backend (tensor/cuda/) is
+// found at run time when it was built and a GPU is visible. Kernels may assume what the front-end guarantees (stated per entry:
 // matching shapes, contiguous outputs, same device) and check nothing user-facing.
 #pragma once
 #include <cstdint>
@@ -166,8 +166,8 @@ class Backend {
 
 // The backend of a device; throws a clear error when that device's backend was not built.
 Backend& backend(Device device);
-// Called by a backend's translation unit at start-up.
-void register_backend(DeviceType type, Backend* backend);
 bool backend_available(DeviceType type);
+// True when the CUDA backend was compiled in (whether or not a GPU is visible).
+bool cuda_built();
 
 }  // namespace mox

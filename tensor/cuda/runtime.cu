@@ -1,0 +1,85 @@
+// runtime.cu — the CUDA backend's memory, copies, stream and registration.
+//
+// Memory comes from the device's default stream-ordered pool (cudaMallocAsync) with its
+// release threshold raised to "never", so freed blocks stay in the pool and steady-state
+// training performs no cudaMalloc/cudaFree. Host↔device copies are cudaMemcpyAsync on the
+// backend's stream followed by a stream synchronisation (the host buffer is then safe).
+#include <cstdio>
+
+#include "tensor/cuda/common.cuh"
+#include "tensor/cuda/cuda_backend.h"
+
+namespace mox::cuda {
+
+void fail(const char* library, const char* call, const char* message, const char* file, int line) {
+  MOX_FAIL(library, " error in ", call, ": ", message, "  [", file, ":", line, "]");
+}
+
+cudaStream_t stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t created;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking));
+    cudaMemPool_t pool;
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep = UINT64_MAX;   // never return freed memory to the driver
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    return created;
+  }();
+  return s;
+}
+
+View view_of(const Tensor& t) {
+  View v;
+  v.ndim = t.dim();
+  MOX_CHECK(v.ndim <= 8, "CUDA backend: tensors of rank ", v.ndim, " > 8 are not supported");
+  for (int d = 0; d < v.ndim; ++d) {
+    v.shape[d] = t.size(d);
+    v.strides[d] = t.stride(d);
+  }
+  return v;
+}
+
+}  // namespace mox::cuda
+
+namespace mox {
+
+void* CudaBackend::allocate(size_t nbytes) {
+  if (nbytes == 0) return nullptr;
+  void* p = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&p, nbytes, cuda::stream()));
+  return p;
+}
+
+void CudaBackend::deallocate(void* ptr, size_t) {
+  if (ptr) CUDA_CHECK(cudaFreeAsync(ptr, cuda::stream()));
+}
+
+void CudaBackend::copy_to_host(void* host_dst, const void* src, size_t nbytes) {
+  if (nbytes == 0) return;
+  CUDA_CHECK(cudaMemcpyAsync(host_dst, src, nbytes, cudaMemcpyDeviceToHost, cuda::stream()));
+  CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
+}
+
+void CudaBackend::copy_from_host(void* dst, const void* host_src, size_t nbytes) {
+  if (nbytes == 0) return;
+  CUDA_CHECK(cudaMemcpyAsync(dst, host_src, nbytes, cudaMemcpyHostToDevice, cuda::stream()));
+  CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
+}
+
+}  // namespace mox
+
+// Looked up (weakly) by tensor/backend.cpp: the backend when a device is visible, else null.
+extern "C" mox::Backend* mox_cuda_backend() {
+  static mox::Backend* instance = []() -> mox::Backend* {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+      cudaGetLastError();   // clear the sticky "no device" error
+      return nullptr;
+    }
+    static mox::CudaBackend backend;
+    return &backend;
+  }();
+  return instance;
+}
