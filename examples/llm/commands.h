@@ -3,9 +3,12 @@
 // main.cpp builds one CLI11 app with a subcommand per entry here; each add_*_command()
 // registers its flags (with --help) and each run_*() returns the process exit code (0 ok,
 // 1 runtime error is thrown as mox::Error and reported by main). Usage errors exit 2 in main.
+// Distributed (train and distill, under scripts/moxrun): main starts dist::init() and
+// passes the world size; the other commands run on one process.
 // What it is not: the flag definitions (options.cpp and each command's file).
 #pragma once
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -23,14 +26,17 @@ struct TrainOptions {
   std::string preset;               // shakespeare-cpu | shakespeare-gpu
   ModelConfig model;                // architecture + MoE (vocab_size from the tokenizer)
   double moe_loss_coeff = 0.01;
+  // batch_size: sequences per micro-batch over all ranks (the global batch, split evenly).
   int64_t batch_size = 12, max_iters = 2000, grad_accum = 1;
   double lr = 1e-3, min_lr = 1e-4;
   int64_t warmup_iters = 100, lr_decay_iters = 2000;
   double weight_decay = 0.1, beta1 = 0.9, beta2 = 0.99, grad_clip = 1.0;
   int64_t eval_interval = 250, eval_iters = 20, log_interval = 10;
   uint64_t seed = 1337;
-  int64_t threads = 2;
+  int64_t threads = 2;              // per rank; main uses $OMP_NUM_THREADS when --threads is not given
+  int64_t ep_size = 1;              // expert-parallel size p: each MoE layer's experts over p ranks
   std::string out = "out-llm";      // checkpoint directory (last.safetensors, best.safetensors)
+  bool out_given = false;           // --out was on the command line (set by main)
   bool resume = false;              // continue from <out>/last.safetensors
   std::string metrics;              // JSON-lines file
   bool detect_anomaly = false;      // autograd anomaly mode: the first NaN/inf names its op
@@ -70,14 +76,26 @@ void add_generate_command(CLI::App& app, GenerateOptions& o);
 void add_eval_command(CLI::App& app, EvalOptions& o);
 void add_quantize_command(CLI::App& app, QuantizeOptions& o);
 
-// Checks the flags that only make sense together (architecture, MoE, schedule); throws a
+// A usage error found after parsing (e.g. by run_train, once a teacher's experts are known):
+// main reports it and exits 2. Every rank finds it alike, so no rank is left waiting.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Checks the flags that only make sense together (architecture, MoE, schedule) and, for a job
+// of world_size ranks, the split of the global batch and of the experts (--ep-size); throws a
 // mox::Error naming them, which main reports as a usage error (exit 2).
-void validate_train_options(const TrainOptions& o, bool distill);
+void validate_train_options(const TrainOptions& o, bool distill, int64_t world_size = 1);
+// The --ep-size checks alone, for the experts of each layer (1 = dense); throws UsageError
+// naming both numbers. Also used by distill once the student's experts are known.
+void check_expert_parallel(const TrainOptions& o, const std::vector<int64_t>& experts_per_layer, int64_t world_size);
 
 // Fills the options a preset names (before the explicit flags are applied); throws naming it.
 void apply_preset(const std::string& name, TrainOptions& o);
 
-int run_train(const TrainOptions& o);     // also runs distill when o.teacher is set
+// Also runs distill when o.teacher is set. Distributed when dist::world() has several ranks:
+// data parallel over all of them, expert parallel over groups of o.ep_size (see train.cpp).
+int run_train(const TrainOptions& o);
 int run_generate(const GenerateOptions& o);
 int run_eval(const EvalOptions& o);
 int run_quantize(const QuantizeOptions& o);

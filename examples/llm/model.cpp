@@ -41,7 +41,8 @@ std::shared_ptr<nn::Module> make_mlp(const ModelConfig& cfg, Generator& gen) {
 
 }  // namespace
 
-Block::Block(const ModelConfig& cfg, int64_t num_experts, std::shared_ptr<Generator> gen) : gen_(std::move(gen)) {
+Block::Block(const ModelConfig& cfg, int64_t num_experts, std::shared_ptr<Generator> gen, int64_t ep_size)
+    : gen_(std::move(gen)) {
   norm_1 = register_module("norm_1", make_norm(cfg));
   attn = register_module("attn", std::make_shared<nn::CausalSelfAttention>(
                                      cfg.n_embd, cfg.n_head, cfg.bias, cfg.dropout, cfg.arch == "llama",
@@ -56,8 +57,21 @@ Block::Block(const ModelConfig& cfg, int64_t num_experts, std::shared_ptr<Genera
   mc.gate = cfg.gate;
   mc.gate.num_experts = num_experts;
   mc.use_residual = cfg.use_residual;
+  mc.ep_size = ep_size;
   Generator* g = gen_.get();
-  moe = register_module("moe", std::make_shared<moe::MoE>(cfg.n_embd, [&cfg, g] { return make_mlp(cfg, *g); }, mc, gen_));
+  // moe::MoE calls the factory once per local expert (E / ep_size), then once for the PR-MoE
+  // residual MLP. After the last local expert, the experts held by other ranks are built and
+  // discarded so that the generator advances as with all E experts here: the rest of the model
+  // (later blocks, the residual MLP) then starts as in the one-process model.
+  const int64_t local = ep_size >= 1 && num_experts % ep_size == 0 ? num_experts / ep_size : num_experts;
+  int64_t calls = 0;
+  auto expert = [&cfg, g, &calls, local, num_experts] {
+    std::shared_ptr<nn::Module> m = make_mlp(cfg, *g);
+    if (++calls == local)
+      for (int64_t e = local; e < num_experts; ++e) make_mlp(cfg, *g);
+    return m;
+  };
+  moe = register_module("moe", std::make_shared<moe::MoE>(cfg.n_embd, expert, mc, gen_));
 }
 
 Tensor Block::forward(const Tensor& x, nn::KVCache* cache) {   // x (B, T, C)
@@ -66,12 +80,13 @@ Tensor Block::forward(const Tensor& x, nn::KVCache* cache) {   // x (B, T, C)
   return h + (moe ? moe->forward(n) : mlp->forward(n));
 }
 
-Transformer::Transformer(const ModelConfig& cfg, std::shared_ptr<Generator> gen) : cfg_(cfg), gen_(std::move(gen)) {
+Transformer::Transformer(const ModelConfig& cfg, std::shared_ptr<Generator> gen, int64_t ep_size)
+    : cfg_(cfg), gen_(std::move(gen)) {
   cfg_.validate();
   wte = register_module("wte", std::make_shared<nn::Embedding>(cfg.vocab_size, cfg.n_embd, gen_.get()));
   if (cfg.arch == "gpt") wpe = register_module("wpe", std::make_shared<nn::Embedding>(cfg.block_size, cfg.n_embd, gen_.get()));
   h = register_module("h", std::make_shared<nn::ModuleList>());
-  for (int64_t experts : cfg_.experts_per_layer()) h->push_back(std::make_shared<Block>(cfg_, experts, gen_));
+  for (int64_t experts : cfg_.experts_per_layer()) h->push_back(std::make_shared<Block>(cfg_, experts, gen_, ep_size));
   ln_f = register_module("ln_f", make_norm(cfg_));
   lm_head = register_module("lm_head", std::make_shared<nn::Linear>(wte->weight, /*bias=*/false));
 }

@@ -14,6 +14,11 @@
 // the caches' length. After a forward, moe_layers() give each MoE layer's last() routing
 // and aux_loss() sums their l_aux (and z-loss).
 //
+// Expert parallelism (ep_size p > 1, after dist::init()): each MoE layer holds E/p of its
+// experts on this rank (moe::MoE). Initialisation draws from `gen` exactly as the one-process
+// model does — the experts held elsewhere are built and discarded — so every parameter a rank
+// holds starts with its value in the p = 1 model of the same seed.
+//
 // What it is not: a training loop (train.cpp), a sampler (generate.cpp).
 #pragma once
 #include <memory>
@@ -29,7 +34,7 @@ namespace mox::llm {
 
 class Block : public nn::Module {
  public:
-  Block(const ModelConfig& cfg, int64_t num_experts, std::shared_ptr<Generator> gen);
+  Block(const ModelConfig& cfg, int64_t num_experts, std::shared_ptr<Generator> gen, int64_t ep_size = 1);
   Tensor forward(const Tensor& x) override { return forward(x, nullptr); }
   Tensor forward(const Tensor& x, nn::KVCache* cache);   // (B, T, C) → (B, T, C)
   std::string repr() const override { return moe ? "Block(MoE)" : "Block"; }
@@ -46,7 +51,8 @@ class Block : public nn::Module {
 class Transformer : public nn::Module {
  public:
   // gen: initialisation now, then dropout masks and the gates' draws (RTS, noise) in training.
-  Transformer(const ModelConfig& cfg, std::shared_ptr<Generator> gen);
+  // ep_size: expert-parallel size of the MoE layers (not part of the config: a run setting).
+  Transformer(const ModelConfig& cfg, std::shared_ptr<Generator> gen, int64_t ep_size = 1);
   Tensor forward(const Tensor& idx) override { return forward(idx, nullptr); }
   // idx (B, T) i64 → logits (B, T, V). caches: n_layer caches, or null for a plain forward.
   Tensor forward(const Tensor& idx, std::vector<nn::KVCache>* caches);

@@ -67,7 +67,9 @@ void add_training_flags(CLI::App& c, TrainOptions& o) {
       ->check(CLI::IsMember({"auto", "char", "byte"}));
   c.add_option("--preset", o.preset, "shakespeare-cpu | shakespeare-gpu (nanoGPT's configs; flags override)")
       ->check(CLI::IsMember({"shakespeare-cpu", "shakespeare-gpu"}));
-  c.add_option("--batch-size", o.batch_size, "sequences per micro-batch")->check(kPositiveInt);
+  c.add_option("--batch-size", o.batch_size,
+               "sequences per micro-batch, over all ranks (the global batch: each of W ranks takes batch-size/W)")
+      ->check(kPositiveInt);
   c.add_option("--max-iters", o.max_iters, "optimizer steps")->check(kNonNegative);
   c.add_option("--grad-accum", o.grad_accum, "micro-batches per optimizer step")->check(kPositiveInt);
   c.add_option("--lr", o.lr, "peak learning rate")->check(kPositive);
@@ -82,7 +84,12 @@ void add_training_flags(CLI::App& c, TrainOptions& o) {
   c.add_option("--eval-iters", o.eval_iters, "batches per loss estimate")->check(kPositiveInt);
   c.add_option("--log-interval", o.log_interval, "steps per train metrics record")->check(kPositiveInt);
   c.add_option("--seed", o.seed, "seed of initialisation, data sampling, dropout and routing noise")->check(kNonNegative);
-  c.add_option("--threads", o.threads, "CPU threads")->check(finite_in(1, 1024, false, "[1, 1024]"));
+  c.add_option("--threads", o.threads, "CPU threads per rank (default $OMP_NUM_THREADS when set, else 2)")
+      ->check(finite_in(1, 1024, false, "[1, 1024]"));
+  c.add_option("--ep-size,--ep-world-size", o.ep_size,
+               "expert-parallel size: each MoE layer's experts spread over this many ranks (divides the rank count "
+               "and every MoE layer's expert count; start the job with scripts/moxrun)")
+      ->check(finite_in(1, 4096, false, "[1, 4096]"));
   c.add_option("--out", o.out, "checkpoint directory (last.safetensors, best.safetensors)");
   c.add_flag("--resume", o.resume,
              "continue from <out>/last.safetensors (its architecture; keep the first run's training flags, only "
@@ -126,10 +133,34 @@ void apply_preset(const std::string& name, TrainOptions& o) {
   o.eval_interval = 250;
 }
 
-void validate_train_options(const TrainOptions& o, bool distill) {
+void check_expert_parallel(const TrainOptions& o, const std::vector<int64_t>& experts_per_layer, int64_t world_size) {
+  if (o.ep_size == 1) return;
+  if (world_size % o.ep_size != 0)
+    throw UsageError(str("--ep-size ", o.ep_size, " must divide the ", world_size, " rank", world_size == 1 ? "" : "s",
+                         " of this job (start it with scripts/moxrun --num_gpus N, N a multiple of ", o.ep_size, ")"));
+  bool has_moe = false;
+  for (size_t l = 0; l < experts_per_layer.size(); ++l) {
+    const int64_t e = experts_per_layer[l];
+    if (e <= 1) continue;
+    has_moe = true;
+    if (e % o.ep_size != 0)
+      throw UsageError(str("--ep-size ", o.ep_size, " must divide every MoE layer's expert count, but block ", l,
+                           " has ", e, " experts (each rank holds the same number of experts)"));
+  }
+  if (has_moe && (o.out_given || o.resume))
+    throw UsageError(str("--out/--resume with --ep-size ", o.ep_size,
+                         " > 1: expert-parallel checkpoints are not supported yet by mox-llm (each rank holds different "
+                         "experts); leave out --out and --resume (the run then writes no checkpoint) or use --ep-size 1"));
+}
+
+void validate_train_options(const TrainOptions& o, bool distill, int64_t world_size) {
   MOX_CHECK(o.lr_decay_iters > o.warmup_iters, "--lr-decay-iters ", o.lr_decay_iters, " must exceed --warmup-iters ",
             o.warmup_iters);
   MOX_CHECK(o.min_lr <= o.lr, "--min-lr ", o.min_lr, " must not exceed --lr ", o.lr);
+  if (o.batch_size % world_size != 0)
+    throw UsageError(str("--batch-size ", o.batch_size, " (the global batch) must be divisible by the ", world_size,
+                         " ranks of this job"));
+  if (world_size % o.ep_size != 0) check_expert_parallel(o, {}, world_size);   // throws naming both numbers
   if (distill) return;   // the student's architecture comes from the teacher, checked when it is built
   ModelConfig m = o.model;
   m.vocab_size = 1;   // known once the corpus is read
@@ -140,6 +171,8 @@ void validate_train_options(const TrainOptions& o, bool distill) {
     g.num_experts = e;
     moe::TopKGate check(1, g);   // throws on k > E, RSample with k ≥ 2, ...
   }
+  // run_train checks again with the architecture it builds (a resumed run's comes from the checkpoint).
+  check_expert_parallel(o, m.experts_per_layer(), world_size);
 }
 
 void add_train_command(CLI::App& app, TrainOptions& o) {

@@ -14,16 +14,43 @@
 // optimizer, both generators, the step and the best loss restored: the continued run's
 // losses are bitwise those of an uninterrupted run.
 //
-// What it is not: distributed (the engine of the distributed issue), mixed precision.
+// Distributed (under scripts/moxrun, W ranks): data parallel over all ranks, and with
+// --ep-size p expert parallel — each MoE layer's experts spread over groups of p ranks.
+// Every rank builds the same model from the same seed (the experts it does not hold are drawn
+// and discarded, model.h), then rank 0's weights are broadcast. Each micro-batch, every rank
+// draws the whole global batch of --batch-size blocks from the shared data generator (B
+// offsets: cheap) and keeps rows [r·B/W, (r+1)·B/W), so the W ranks together see exactly the
+// batch one process would. After backward, dist::GradientReducer averages the gradients (dense
+// over the world; experts over their expert-data-parallel group, divided by W), then the global
+// norm is clipped (with p > 1 the experts' part of the squared norm is summed over the
+// expert-parallel group) and every rank takes the same AdamW step. Rank r > 0 draws dropout
+// masks and routing noise from its own stream (the seed moved by r; checkpoints keep every
+// rank's stream, so a resume on as many ranks is exact), so a W-rank run differs from the
+// one-process run by those draws only; without dropout and noise,
+// and with no token dropped (capacity is per rank, as in DeepSpeed), it follows the one-process
+// run up to rounding — except the load-balancing l_aux, which each rank computes over its own
+// tokens (as DeepSpeed does). Evaluation: every rank runs the same full eval batches (an
+// expert-parallel layer needs every rank in every forward). Logged losses, routing statistics
+// and tokens/s are over all ranks; rank 0 prints and writes metrics and checkpoints (with
+// --ep-size 1 its replica is the model; with p > 1 and MoE layers no checkpoint is written —
+// options.cpp refuses --out/--resume).
+//
+// What it is not: mixed precision, overlap of gradient reduction with backward, expert-parallel
+// checkpoints.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <cstring>
 #include <optional>
+#include <set>
 
 #include "datasets/text.h"
+#include "dist/data_parallel.h"
+#include "dist/groups.h"
+#include "dist/world.h"
 #include "examples/common/metrics.h"
 #include "examples/llm/checkpoint.h"
 #include "examples/llm/commands.h"
@@ -34,6 +61,7 @@
 #include "nn/optim/clip_grad.h"
 #include "nn/optim/lr_scheduler.h"
 #include "tensor/cpu/threads.h"
+#include "tensor/ops.h"
 
 namespace mox::llm {
 namespace {
@@ -69,6 +97,79 @@ Tensor kd_loss(const Tensor& student_logits, const Tensor& teacher_logits, doubl
   return sum(p_t * (log_t - s)) * (beta * temp * temp / n);
 }
 
+// The seed of rank r's model generator (dropout masks, routing noise); rank 0 keeps the run's.
+uint64_t rank_seed(uint64_t seed, int rank) { return seed + uint64_t(rank) * 0x9E3779B97F4A7C15ull; }
+
+// This rank's rows [r·B/W, (r+1)·B/W) of a global batch (B divisible by W, options.cpp).
+data::TextBatch shard(const data::TextBatch& b, const dist::ProcessGroup& world) {
+  if (world.size() == 1) return b;
+  const int64_t n = b.x.size(0) / world.size(), first = world.rank() * n;
+  return {b.x.narrow(0, first, n).contiguous(), b.y.narrow(0, first, n).contiguous()};   // (B/W, T) each
+}
+
+// Clips the gradient norm of the whole model, as clip_grad_norm does in one process. With
+// ep_size 1 every rank holds every parameter and the same reduced gradients. With ep_size p > 1
+// a rank holds E/p experts of each MoE layer: the experts' part of the squared norm is summed
+// over the expert-parallel group (their gradients are equal across the expert-data-parallel
+// group after the reduction), as DeepSpeed's clip_grad_norm_ does.
+void clip_gradients(const Transformer& model, double max_norm, int64_t ep_size) {
+  if (ep_size == 1 || model.moe_layers().empty()) {
+    optim::clip_grad_norm(model.parameters(), max_norm);
+    return;
+  }
+  std::set<std::string> expert_names;
+  for (const moe::ExpertParameter& e : moe::expert_parameters(model)) expert_names.insert(e.name);
+  std::vector<Tensor> grads;
+  double dense_sq = 0, expert_sq = 0;
+  for (auto& [name, p] : model.named_parameters()) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    grads.push_back(g);
+    const double sq = raw::sum(raw::unary(UnaryOp::square, raw::to_dtype(g, DType::f64))).item<double>();
+    (expert_names.count(name) ? expert_sq : dense_sq) += sq;
+  }
+  Tensor e = from_vector<double>({expert_sq}, {1});
+  dist::expert_groups(int(ep_size)).expert_parallel->all_reduce(e);
+  const double norm = std::sqrt(dense_sq + e.to_vector<double>()[0]);
+  if (!std::isfinite(norm)) return;   // as clip_grad_norm: left to the loss check
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1)
+    for (Tensor& g : grads) raw::mul_(g, coef);
+}
+
+// Rank 0's routing records become the whole job's: tokens_per_expert and dropped assignments
+// summed over the ranks; l_aux, z_loss and entropy (each a mean over a rank's tokens, and the
+// ranks hold equal shares) averaged. Collective; every rank holds the same number of records.
+void reduce_routing(std::vector<nlohmann::json>& records, dist::ProcessGroup& world) {
+  if (world.size() == 1 || records.empty()) return;
+  std::vector<double> flat;
+  for (const nlohmann::json& r : records) {
+    double assigned = 0;
+    for (int64_t n : r["tokens_per_expert"].get<std::vector<int64_t>>()) {
+      flat.push_back(double(n));
+      assigned += double(n);
+    }
+    flat.push_back(std::round(r["dropped_fraction"].get<double>() * assigned));
+    for (const char* k : {"l_aux", "z_loss", "entropy"}) flat.push_back(r[k].get<double>());
+  }
+  Tensor t = from_vector<double>(flat, {int64_t(flat.size())});
+  world.all_reduce(t);
+  flat = t.to_vector<double>();
+  size_t i = 0;
+  const double W = double(world.size());
+  for (nlohmann::json& r : records) {
+    std::vector<int64_t> tokens(r["tokens_per_expert"].size());
+    double assigned = 0;
+    for (int64_t& n : tokens) {
+      n = std::llround(flat[i++]);
+      assigned += double(n);
+    }
+    r["tokens_per_expert"] = tokens;
+    r["dropped_fraction"] = assigned > 0 ? flat[i++] / assigned : (++i, 0.0);
+    for (const char* k : {"l_aux", "z_loss", "entropy"}) r[k] = flat[i++] / W;
+  }
+}
+
 // Mean LM loss over the fixed evaluation batches of a split (eval mode, no grad).
 double estimate_loss(Transformer& model, const data::TextDataset& ds, data::Split split, const TrainOptions& o) {
   autograd::NoGradGuard no_grad;
@@ -87,6 +188,9 @@ double estimate_loss(Transformer& model, const data::TextDataset& ds, data::Spli
 
 int run_train(const TrainOptions& opts) {
   TrainOptions o = opts;
+  dist::ProcessGroup& world = dist::world();
+  const int W = world.size();
+  const bool lead = world.rank() == 0;   // prints, writes metrics and checkpoints
   set_num_threads(int(o.threads));
   manual_seed(o.seed);   // the routers' initialisation draws from the default generator
   autograd::set_anomaly_mode(o.detect_anomaly);
@@ -117,24 +221,45 @@ int run_train(const TrainOptions& opts) {
       tokenizer ? std::make_unique<data::TextDataset>(o.data, tokenizer, o.model.block_size)
                 : std::make_unique<data::TextDataset>(o.data, o.model.block_size, 0.9, data::parse_tokenizer_kind(o.tokenizer));
   o.model.vocab_size = ds->tokenizer().vocab_size();
+  // The architecture is final here (a teacher's or a checkpoint's): check the expert split
+  // again (usage error, exit 2; every rank finds it alike).
+  check_expert_parallel(o, o.model.experts_per_layer(), W);
+  const bool write_checkpoints = o.ep_size == 1 || !o.model.has_moe();
 
   auto model_gen = std::make_shared<Generator>(o.seed);
   Generator data_gen(o.seed + 1);
-  Transformer model(o.model, model_gen);
+  Transformer model(o.model, model_gen, o.ep_size);
+  // Same seed, same initial weights on every rank; the broadcast makes it a guarantee.
+  std::unique_ptr<dist::GradientReducer> reducer;
+  if (W > 1) {
+    reducer = std::make_unique<dist::GradientReducer>(model);
+    reducer->broadcast_parameters();
+  }
   std::unique_ptr<optim::AdamW> optimizer = make_optimizer(o, model);
   int64_t step = 0, skip_eval_at = -1;   // a resumed run has already evaluated its first step
   double best_val = INFINITY;
+  bool rank_stream_restored = false;
   if (o.resume) {
     nn::Metadata meta = nn::load_checkpoint(last_path, model, optimizer.get());
     step = nn::require_meta_count(meta, "step", last_path);
     best_val = nn::require_meta_number(meta, "best_val_loss", last_path);
     nn::restore_generator(*model_gen, meta, "model_rng", last_path);
     nn::restore_generator(data_gen, meta, "data_rng", last_path);
+    // Rank r > 0 continues its own stream when the checkpoint has it (saved by a run of at least
+    // r + 1 ranks); otherwise it starts one below, at rank 0's position.
+    if (const std::string key = str("model_rng.rank", world.rank()); !lead && meta.count(key)) {
+      nn::restore_generator(*model_gen, meta, key, last_path);
+      rank_stream_restored = true;
+    }
     skip_eval_at = step;
-    std::printf("resumed from %s at step %lld (best val loss %.4f)\n", last_path.c_str(), (long long)step, best_val);
+    if (lead) std::printf("resumed from %s at step %lld (best val loss %.4f)\n", last_path.c_str(), (long long)step, best_val);
   }
-  std::filesystem::create_directories(o.out);
-  examples::MetricsWriter metrics(o.metrics, /*append=*/o.resume);
+  // Rank r > 0 draws its dropout masks and routing noise from a stream of its own (the seed
+  // moved by r), so the ranks' masks differ; the initialisation above drew from the shared one.
+  if (!lead && !rank_stream_restored)
+    model_gen->set_state(rank_seed(model_gen->seed(), world.rank()), model_gen->offset());
+  if (lead && write_checkpoints) std::filesystem::create_directories(o.out);
+  examples::MetricsWriter metrics(lead ? o.metrics : "", /*append=*/o.resume);
 
   optim::WarmupCosineLrOptions so;
   so.lr = o.lr;
@@ -143,22 +268,63 @@ int run_train(const TrainOptions& opts) {
   so.lr_decay_iters = o.lr_decay_iters;
   optim::WarmupCosineLr schedule(so);
 
-  std::printf("mox-llm %s: %s, %lld params, %s; %lld train / %lld val tokens; batch %lld x %lld tokens, grad_accum %lld, "
-              "%lld iters, %lld threads\n",
-              distill ? "distill" : "train", model.repr().c_str(), (long long)model.num_parameters(),
-              ds->tokenizer().describe().c_str(), (long long)ds->size(data::Split::train),
-              (long long)ds->size(data::Split::val), (long long)o.batch_size, (long long)o.model.block_size,
-              (long long)o.grad_accum, (long long)o.max_iters, (long long)o.threads);
-  std::fflush(stdout);
+  // Parameters of the whole model: with --ep-size p a rank holds E/p experts of each MoE layer.
+  int64_t num_params = model.num_parameters();
+  if (o.ep_size > 1 && o.model.has_moe()) {
+    int64_t local_experts = 0;
+    for (const moe::ExpertParameter& e : moe::expert_parameters(model)) local_experts += e.param.numel();
+    Tensor n = from_vector<int64_t>({local_experts}, {1});
+    dist::expert_groups(int(o.ep_size)).expert_parallel->all_reduce(n);
+    num_params += n.to_vector<int64_t>()[0] - local_experts;
+  }
+  if (lead) {
+    std::printf("mox-llm %s: %s, %lld params, %s; %lld train / %lld val tokens; batch %lld x %lld tokens, grad_accum %lld, "
+                "%lld iters, %lld threads%s\n",
+                distill ? "distill" : "train", model.repr().c_str(), (long long)num_params,
+                ds->tokenizer().describe().c_str(), (long long)ds->size(data::Split::train),
+                (long long)ds->size(data::Split::val), (long long)o.batch_size, (long long)o.model.block_size,
+                (long long)o.grad_accum, (long long)o.max_iters, (long long)o.threads,
+                W > 1 ? str(" per rank; ", W, " ranks (", o.batch_size / W, " sequences each), ep_size ", o.ep_size,
+                            num_params != model.num_parameters() ? str(" (", model.num_parameters(), " params per rank)") : "")
+                            .c_str()
+                      : "");
+    if (!write_checkpoints)
+      std::printf("mox-llm: no checkpoints (expert-parallel checkpoints are not supported yet; --ep-size %lld)\n",
+                  (long long)o.ep_size);
+    std::fflush(stdout);
+  }
 
+  // Every rank's model stream "seed:offset", gathered (collectively) before the checkpoints of
+  // an evaluation: experts with dropout draw as many counters as they get tokens, so the
+  // ranks' offsets differ and each is saved, for an exact resume on as many ranks.
+  auto gather_model_streams = [&] {
+    std::vector<std::string> out;
+    if (W == 1 || !write_checkpoints) return out;
+    const uint64_t mine[2] = {model_gen->seed(), model_gen->offset()};
+    int64_t bits[2];
+    std::memcpy(bits, mine, sizeof(bits));
+    const std::vector<int64_t> all = world.all_gather(from_vector<int64_t>({bits[0], bits[1]}, {1, 2})).to_vector<int64_t>();
+    for (int r = 0; r < W; ++r) {
+      Generator g;
+      uint64_t state[2];
+      std::memcpy(state, &all[size_t(2 * r)], sizeof(state));
+      g.set_state(state[0], state[1]);
+      out.push_back(nn::generator_state(g));
+    }
+    return out;
+  };
+  std::vector<std::string> model_streams;
   auto save = [&](const std::string& path) {
+    if (!lead || !write_checkpoints) return;   // ep_size 1: rank 0's replica is everyone's
     nn::Metadata meta = base_metadata(model, ds->tokenizer(), false);
     meta["step"] = std::to_string(step);
     meta["best_val_loss"] = str(best_val);
     meta["model_rng"] = nn::generator_state(*model_gen);
+    for (size_t r = 1; r < model_streams.size(); ++r) meta[str("model_rng.rank", r)] = model_streams[r];
     meta["data_rng"] = nn::generator_state(data_gen);
     meta["train_options"] = nlohmann::json{{"lr", o.lr}, {"min_lr", o.min_lr}, {"batch_size", o.batch_size},
-                                           {"max_iters", o.max_iters}, {"seed", o.seed}, {"distill", distill}}
+                                           {"max_iters", o.max_iters}, {"seed", o.seed}, {"distill", distill},
+                                           {"world_size", W}}
                                 .dump();
     nn::save_checkpoint(path, model, optimizer.get(), meta);
   };
@@ -179,12 +345,15 @@ int run_train(const TrainOptions& opts) {
       const double train_loss = estimate_loss(model, *ds, data::Split::train, o);
       const double val_loss = estimate_loss(model, *ds, data::Split::val, o);
       const double secs = std::chrono::duration<double>(Clock::now() - run_start).count();
-      std::printf("step %lld: train loss %.4f, val loss %.4f (%.0f s)\n", (long long)step, train_loss, val_loss, secs);
-      std::fflush(stdout);
+      if (lead) {
+        std::printf("step %lld: train loss %.4f, val loss %.4f (%.0f s)\n", (long long)step, train_loss, val_loss, secs);
+        std::fflush(stdout);
+      }
       metrics.write({{"split", "val"}, {"step", step}, {"loss", val_loss}, {"train_loss", train_loss},
                      {"elapsed_s", secs}});
       const bool improved = val_loss < best_val;
       if (improved) best_val = val_loss;
+      model_streams = gather_model_streams();
       save(last_path);
       if (improved) save(best_path);
       window_start += Clock::now() - eval_start;   // tokens/s counts training time only
@@ -195,7 +364,8 @@ int run_train(const TrainOptions& opts) {
     optimizer->zero_grad();
     double step_loss = 0, step_aux = 0, step_kd = 0;
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-      data::TextBatch b = ds->sample(data::Split::train, o.batch_size, data_gen);
+      // The global batch on every rank (B offsets from the shared generator), then this rank's rows.
+      const data::TextBatch b = shard(ds->sample(data::Split::train, o.batch_size, data_gen), world);
       Tensor logits = model.forward(b.x);   // (B, T, V)
       Tensor ce = lm_loss(logits, b.y);
       Tensor loss = ce;
@@ -219,15 +389,26 @@ int run_train(const TrainOptions& opts) {
       const double l = ce.item<double>();
       MOX_CHECK(std::isfinite(l), "training loss became ", l, " at step ", step, " — lower --lr or check the data");
       step_loss += l / double(o.grad_accum);
-      window_tokens += b.x.numel();
+      window_tokens += b.x.numel() * W;   // global
     }
-    if (o.grad_clip > 0) optim::clip_grad_norm(model.parameters(), o.grad_clip);
+    if (reducer) reducer->reduce();   // average over the ranks: the gradient of the global batch's loss
+    if (o.grad_clip > 0) clip_gradients(model, o.grad_clip, o.ep_size);
     optimizer->step();
     window_loss += step_loss;
     window_aux += step_aux / double(o.grad_accum);
     window_kd += step_kd / double(o.grad_accum);
     ++window_steps;
     if ((step + 1) % o.log_interval == 0 || step + 1 == o.max_iters) {
+      if (W > 1) {   // the window's losses averaged over the ranks (each a mean over an equal share)
+        Tensor sums = from_vector<double>({window_loss, window_aux, window_kd}, {3});
+        world.all_reduce(sums, dist::ReduceOp::avg);
+        const std::vector<double> v = sums.to_vector<double>();
+        window_loss = v[0];
+        window_aux = v[1];
+        window_kd = v[2];
+      }
+      std::vector<nlohmann::json> routing_records = routing.records();
+      reduce_routing(routing_records, world);
       const double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
       const double tps = double(window_tokens) / secs;
       nlohmann::json rec = {{"split", "train"}, {"step", step + 1}, {"loss", window_loss / double(window_steps)},
@@ -235,12 +416,12 @@ int run_train(const TrainOptions& opts) {
       if (has_moe) rec["aux_loss"] = window_aux / double(window_steps);
       if (distill) rec["kd_loss"] = window_kd / double(window_steps);
       metrics.write(rec);
-      for (nlohmann::json& r : routing.records()) {
+      for (nlohmann::json& r : routing_records) {
         r["step"] = step + 1;
         r["block"] = moe_blocks[r["layer"].get<size_t>()];
         metrics.write(r);
       }
-      if ((step + 1) % (o.log_interval * 10) == 0 || step + 1 == o.max_iters) {
+      if (lead && ((step + 1) % (o.log_interval * 10) == 0 || step + 1 == o.max_iters)) {
         std::printf("iter %lld: loss %.4f, lr %.3g, %.0f tokens/s\n", (long long)step + 1,
                     window_loss / double(window_steps), optimizer->lr(0), tps);
         std::fflush(stdout);
@@ -250,8 +431,10 @@ int run_train(const TrainOptions& opts) {
       window_start = Clock::now();
     }
   }
-  std::printf("done: %lld iterations, best val loss %.4f, %.0f s; checkpoints in %s\n", (long long)step, best_val,
-              std::chrono::duration<double>(Clock::now() - run_start).count(), o.out.c_str());
+  if (lead)
+    std::printf("done: %lld iterations, best val loss %.4f, %.0f s; %s\n", (long long)step, best_val,
+                std::chrono::duration<double>(Clock::now() - run_start).count(),
+                write_checkpoints ? ("checkpoints in " + o.out).c_str() : "no checkpoints written");
   return 0;
 }
 
