@@ -25,6 +25,7 @@
 #include "examples/cifar10/options.h"
 #include "examples/common/device.h"
 #include "examples/common/metrics.h"
+#include "examples/common/ranks.h"
 #include "moe/param_groups.h"
 #include "moe/routing_stats.h"
 #include "nn/checkpoint.h"
@@ -126,18 +127,10 @@ Accuracy evaluate(Net& model, data::DataLoader& loader, int64_t num_classes, Dev
   return acc;
 }
 
-// --threads, else $OMP_NUM_THREADS (moxrun sets it to cores / ranks), else 2.
-int64_t thread_count(const Options& o) {
-  if (o.threads > 0) return o.threads;
-  const char* env = std::getenv("OMP_NUM_THREADS");
-  const int64_t n = env ? std::atoll(env) : 0;
-  return n > 0 ? n : 2;
-}
-
 int run(const Options& o) {
   dist::ProcessGroup& world = dist::world();
   const bool lead = world.rank() == 0;   // prints, writes metrics and checkpoints
-  const int64_t threads = thread_count(o);
+  const int64_t threads = examples::thread_count(o.threads, o.threads > 0);
   set_num_threads(int(threads));
   autograd::set_anomaly_mode(o.detect_anomaly);
 
@@ -298,14 +291,7 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   mox::configure_cpu_runtime(argv);
   int world_size = 1, rank = 0;
-  try {
-    mox::dist::ProcessGroup& world = mox::dist::init();
-    world_size = world.size();
-    rank = world.rank();
-  } catch (const std::exception& e) {
-    std::cerr << "mox-cifar10: error: " << e.what() << "\n";
-    return 2;
-  }
+  if (!mox::examples::start_ranks("mox-cifar10", world_size, rank)) return 2;
   mox::cifar10::Options options = mox::cifar10::parse_options(argc, argv, world_size);
   try {
     return mox::dist::finish(mox::cifar10::run(options));

@@ -12,25 +12,17 @@
 // Exit codes: 0 success, 1 runtime error (missing data or checkpoint, bad token, diverged
 // loss), 2 usage error. What it is not: any command's logic — see commands.h.
 #include <CLI/CLI.hpp>
-#include <cstdlib>
 #include <cstring>
 #include <iostream>
 
 #include "dist/world.h"
 #include "examples/common/cli.h"
+#include "examples/common/ranks.h"
 #include "examples/llm/commands.h"
 #include "tensor/cpu/threads.h"
 #include "tensor/error.h"
 
 namespace {
-
-// --threads when given, else $OMP_NUM_THREADS (scripts/moxrun sets it to cores / ranks), else 2.
-int64_t thread_count(int64_t given, bool was_given) {
-  if (was_given) return given;
-  const char* env = std::getenv("OMP_NUM_THREADS");
-  const int64_t n = env ? std::atoll(env) : 0;
-  return n > 0 && n <= 1024 ? n : 2;
-}
 
 // The value of --preset in argv (either "--preset X" or "--preset=X"), or "".
 std::string preset_in(int argc, char** argv) {
@@ -47,14 +39,7 @@ int main(int argc, char** argv) {
   using namespace mox::llm;
   mox::configure_cpu_runtime(argv);
   int world_size = 1, rank = 0;
-  try {
-    mox::dist::ProcessGroup& world = mox::dist::init();
-    world_size = world.size();
-    rank = world.rank();
-  } catch (const std::exception& e) {
-    std::cerr << "mox-llm: error: " << e.what() << "\n";
-    return 2;
-  }
+  if (!mox::examples::start_ranks("mox-llm", world_size, rank)) return 2;
   // Help and usage errors: every rank stops alike, so MPI is finalised normally and each rank
   // exits with the code; rank 0 alone prints.
   auto leave = [](int code) {
@@ -118,7 +103,7 @@ int main(int argc, char** argv) {
   if (training) {
     TrainOptions& o = cmd == "train" ? train : distill;
     const CLI::App* sub = app.get_subcommand(cmd);
-    o.threads = thread_count(o.threads, sub->count("--threads") > 0);
+    o.threads = mox::examples::thread_count(o.threads, sub->count("--threads") > 0);
     o.out_given = sub->count("--out") > 0;
     if (cmd == "distill") o.student_experts_given = sub->count("--num-experts") > 0;
     try {
