@@ -2,8 +2,9 @@
 // strided indexing and dtype dispatch.
 //
 // CUDA_CHECK / CUBLAS_CHECK / CUDNN_CHECK throw mox::Error naming the call, the library's
-// message, the file and the line (DESIGN "Errors": never abort). Kernels run on
-// cuda::stream(); host copies synchronise it. Tensors reach kernels as a View (shape and
+// message, the file and the line (DESIGN "Errors": never abort); the last two live in
+// libs.cuh with the cuBLAS/cuDNN handles, so only their users include those headers.
+// Kernels run on cuda::stream(); host copies synchronise it. Tensors reach kernels as a View (shape and
 // strides by value, rank ≤ 8) so any strided input works; outputs the front-end allocates
 // are contiguous.
 #pragma once
