@@ -46,11 +46,16 @@ MPI_LIBS      := $(if $(HAVE_MPI),$(filter-out -lmpi_cxx,$(shell mpicxx --showme
 # CUDA backend (tensor/cuda/*.cu): on by default where nvcc was found; `make CUDA=0` forces a
 # CPU-only build. Sanitizer and fuzz builds are always CPU-only (nvcc objects carry no ASan).
 # CUDA_ARCH: Hopper by default, with PTX so newer chips JIT-compile it.
-CUDA      ?= 0# TEMPORARY while the kernel files are written: becomes $(if $(NVCC),1,0)
+CUDA      ?= $(if $(NVCC),1,0)
 ifeq ($(SANITIZE),1)
 CUDA      := 0
 endif
 CUDA_ARCH ?= 90
+# `make CUDA=0` on a machine with nvcc links its CPU-only programs into $(BUILD)/bin-cpu/ (the
+# objects are shared: only the links differ), so both builds coexist.
+ifeq ($(and $(NVCC),$(filter 0,$(CUDA)),$(filter 0,$(SANITIZE))),0)
+BIN     := $(BUILD)/bin-cpu
+endif
 NVCCFLAGS := -std=c++17 -O3 -g -lineinfo -I. -MMD -MP --expt-relaxed-constexpr \
              -gencode arch=compute_$(CUDA_ARCH),code=[sm_$(CUDA_ARCH),compute_$(CUDA_ARCH)] \
              -Xcompiler -Wall,-Wno-unused-parameter

@@ -43,9 +43,9 @@ void CpuBackend::uniform(const Tensor& out, double low, double high, uint64_t se
 #pragma omp parallel for if (n >= cpu::kParallelGrain) schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       if constexpr (std::is_same_v<T, double>)
-        o[i] = below_high<T>(low + (high - low) * Philox::uniform01_f64(seed, offset + uint64_t(i)), low, high);
+        o[i] = below_high<T>(std::fma(high - low, Philox::uniform01_f64(seed, offset + uint64_t(i)), low), low, high);
       else
-        o[i] = below_high(T(float(low) + float(high - low) * Philox::uniform01(seed, offset + uint64_t(i))), low, high);
+        o[i] = below_high(T(std::fma(float(high - low), Philox::uniform01(seed, offset + uint64_t(i)), float(low))), low, high);
     }
   });
 }
@@ -56,7 +56,7 @@ void CpuBackend::normal(const Tensor& out, double mean, double std, uint64_t see
     using T = typename decltype(tag)::type;
     T* o = static_cast<T*>(out.raw_data());
 #pragma omp parallel for if (n >= cpu::kParallelGrain) schedule(static)
-    for (int64_t i = 0; i < n; ++i) o[i] = T(mean + std * Philox::normal(seed, offset + uint64_t(i)));
+    for (int64_t i = 0; i < n; ++i) o[i] = T(std::fma(std, Philox::normal(seed, offset + uint64_t(i)), mean));
   });
 }
 

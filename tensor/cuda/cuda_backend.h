@@ -8,8 +8,8 @@
 //   index.cu       gather, scatter_add, index_select, index_add, topk, argsort
 //   random.cu      uniform, normal (Philox, the same numbers as the CPU for a seed and offset)
 //   optim.cu       fused SGD and Adam/AdamW updates (tensor/optim_math.h, shared with the CPU)
-//   gemm.cu        bmm through cuBLAS (strided-batched; tf32 off by default)
-//   conv.cu        conv2d (+ backward) and max_pool2d (+ backward) through cuDNN
+//   gemm.cu        bmm through cuBLAS (strided-batched; TF32 only with MOX_ALLOW_TF32=1)
+//   conv.cu        conv2d (+ backward) through cuDNN; max_pool2d (+ backward) as exact custom kernels
 //   llm.cu         norm (+ backward), attention (+ backward), bias_gelu (+ backward), rotary
 // Scalar math is shared with the CPU through MOX_HD functions (tensor/math.h, dtype.h).
 //
