@@ -59,7 +59,7 @@ endif
 NVCCFLAGS := -std=c++17 -O3 -g -lineinfo -I. -MMD -MP --expt-relaxed-constexpr \
              -gencode arch=compute_$(CUDA_ARCH),code=[sm_$(CUDA_ARCH),compute_$(CUDA_ARCH)] \
              -Xcompiler -Wall,-Wno-unused-parameter
-CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lcudnn
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lcudnn $(if $(HAVE_NCCL),-lnccl)
 
 # ---------------------------------------------------------------- flags
 ARCH    ?= native
@@ -93,8 +93,9 @@ LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cpp))
 LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libmox.a
 # The CUDA objects are linked into every program directly (not through the archive): the CPU
-# code finds the backend through a weak symbol, which would not pull an archive member.
-CUDA_SRC := $(if $(filter 1,$(CUDA)),$(wildcard tensor/cuda/*.cu))
+# code finds the backend through a weak symbol, which would not pull an archive member. The
+# NCCL transport for CUDA tensors (dist/*.cu, found the same way) only when nccl.h was found.
+CUDA_SRC := $(if $(filter 1,$(CUDA)),$(wildcard tensor/cuda/*.cu) $(if $(HAVE_NCCL),$(wildcard dist/*.cu)))
 CUDA_OBJ := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
 LINK_LIB := $(CUDA_OBJ) $(LIB)
 TEST_SRC := $(wildcard tests/*.cpp)

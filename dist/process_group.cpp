@@ -1,7 +1,21 @@
-// process_group.cpp — ProcessGroup's validation layer over the backend's raw primitives.
+// process_group.cpp — ProcessGroup's validation layer over the backend's raw primitives (CPU
+// tensors) or its CUDA transport (CUDA tensors), and the transport's factory.
 #include "dist/process_group.h"
 
+#include <algorithm>
+
+#include "dist/transport.h"
+#include "tensor/backend.h"
 #include "tensor/ops.h"
+
+// The NCCL transport (dist/nccl_transport.cu), linked in when the build found CUDA and NCCL;
+// found weakly, as tensor/backend.cpp finds the CUDA backend, so CPU-only builds link.
+// create: collective over `group` (the host-side agreement below has already passed).
+// identity: writes "host/PCI bus id" of the current GPU (NUL-terminated); returns 0, or
+// non-zero when there is no GPU.
+extern "C" mox::dist::CudaTransport* mox_nccl_transport_create(mox::dist::ProcessGroup* group, const char* op)
+    __attribute__((weak));
+extern "C" int mox_nccl_device_identity(char* out, int capacity) __attribute__((weak));
 
 namespace mox::dist {
 
@@ -14,17 +28,65 @@ const char* to_string(ReduceOp op) {
   return "?";
 }
 
+ProcessGroup::ProcessGroup(std::string name, int rank, std::vector<int> world_ranks)
+    : name_(std::move(name)), rank_(rank), world_ranks_(std::move(world_ranks)) {}
+
+ProcessGroup::~ProcessGroup() = default;
+
 std::string ProcessGroup::where(const char* op) const {
   return str(op, " on group '", name_, "' (rank ", rank_, " of ", size(), ")");
 }
 
+// ---- the CUDA transport's factory ----
+
+std::string cuda_transport_unavailable() {
+  if (!cuda_built())
+    return "this mox was built without the CUDA backend (make CUDA=1 where nvcc is installed)";
+  if (!mox_nccl_transport_create)
+    return "NCCL not found at build time: this mox has the CUDA backend but no NCCL transport (install NCCL so "
+           "that nccl.h is in $CUDA_HOME/include or /usr/include, e.g. Debian's libnccl-dev, and rebuild)";
+  if (!backend_available(DeviceType::CUDA))
+    return "no CUDA device is visible to this process (check nvidia-smi and CUDA_VISIBLE_DEVICES)";
+  return "";
+}
+
+std::string cuda_device_identity() {
+  if (!mox_nccl_device_identity || !cuda_transport_unavailable().empty()) return "";
+  char id[256] = {};
+  return mox_nccl_device_identity(id, int(sizeof id)) == 0 ? std::string(id) : std::string();
+}
+
+std::unique_ptr<CudaTransport> make_cuda_transport(ProcessGroup& group, const char* op) {
+  const std::string w = group.where(op);
+  // Every rank says whether it can before any rank starts NCCL's bootstrap, so a rank that
+  // cannot makes every rank throw together instead of leaving its peers in the bootstrap.
+  const std::string reason = cuda_transport_unavailable();
+  const Tensor ok = group.all_gather(from_vector<int64_t>({reason.empty() ? 1 : 0}, {1}));
+  const std::vector<int64_t> oks = ok.to_vector<int64_t>();
+  MOX_CHECK(reason.empty(), w, ": cannot create the CUDA (NCCL) transport: ", reason);
+  const auto first_bad = std::find(oks.begin(), oks.end(), int64_t(0));
+  MOX_CHECK(first_bad == oks.end(), w, ": cannot create the CUDA (NCCL) transport: rank ",
+            first_bad - oks.begin(), " of the group cannot (see its error)");
+  return std::unique_ptr<CudaTransport>(mox_nccl_transport_create(&group, op));
+}
+
+CudaTransport& ProcessGroup::cuda_transport(const std::string& where, const char* op, Device device) {
+  if (!cuda_) {
+    cuda_ = make_cuda_transport(*this, op);
+    cuda_device_ = device;
+  }
+  MOX_CHECK(device == cuda_device_, where, ": the tensor is on ", device, " but this group's ", cuda_->name(),
+            " communicator is on ", cuda_device_, " (one GPU per process: every CUDA collective of a group uses the "
+            "device of its first)");
+  return *cuda_;
+}
+
 namespace {
 
-// A tensor a collective can move: defined, on the CPU (MPI), contiguous.
+// A tensor a collective can move: defined, contiguous; on the CPU (MPI) or a CUDA device
+// (the group's CUDA transport).
 void check_buffer(const Tensor& t, const std::string& where) {
   MOX_CHECK(t.defined(), where, ": the tensor is undefined");
-  MOX_CHECK(t.device().is_cpu(), where, ": the tensor ", describe(t), " is on ", t.device(),
-            "; the MPI backend moves CPU tensors (a NCCL backend for CUDA tensors is not built yet)");
   MOX_CHECK(t.is_contiguous(), where, ": the tensor ", describe(t),
             " must be contiguous (collectives move whole buffers); call .contiguous() first");
 }
@@ -50,6 +112,10 @@ void ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
   MOX_CHECK(op != ReduceOp::avg || is_floating(t.dtype()), w, ": avg needs a floating tensor, got ", describe(t));
   MOX_CHECK(t.dtype() != DType::boolean, w, ": cannot reduce a bool tensor ", describe(t));
   if (t.numel() == 0) return;
+  if (t.device().is_cuda()) {   // NCCL: f16/bf16 natively, avg as ncclAvg
+    if (size() > 1) cuda_transport(w, "all_reduce", t.device()).allreduce_raw(t.raw_data(), t.numel(), t.dtype(), op);
+    return;
+  }
   if (t.dtype() == DType::f16 || t.dtype() == DType::bf16) {   // reduce in f32, round once
     Tensor wide = raw::to_dtype(t, DType::f32);
     all_reduce(wide, op);
@@ -64,7 +130,11 @@ void ProcessGroup::broadcast(const Tensor& t, int root) {
   const std::string w = where("broadcast");
   check_buffer(t, w);
   MOX_CHECK(root >= 0 && root < size(), w, ": root ", root, " is not a rank of the group (0..", size() - 1, ")");
-  if (size() > 1 && t.numel() > 0) broadcast_raw(t.raw_data(), int64_t(t.nbytes()), root);
+  if (size() == 1 || t.numel() == 0) return;
+  if (t.device().is_cuda())
+    cuda_transport(w, "broadcast", t.device()).broadcast_raw(t.raw_data(), int64_t(t.nbytes()), root);
+  else
+    broadcast_raw(t.raw_data(), int64_t(t.nbytes()), root);
 }
 
 Tensor ProcessGroup::all_gather(const Tensor& t) {
@@ -73,6 +143,8 @@ Tensor ProcessGroup::all_gather(const Tensor& t) {
   MOX_CHECK(t.dim() >= 1, w, ": needs at least one dimension to stack along, got ", describe(t));
   Tensor out = empty(with_rows(t, t.size(0) * size()), t.dtype(), t.device());
   if (size() == 1) raw::copy_(out, t);
+  else if (out.numel() > 0 && t.device().is_cuda())
+    cuda_transport(w, "all_gather", t.device()).allgather_raw(t.raw_data(), out.raw_data(), int64_t(t.nbytes()));
   else if (out.numel() > 0) allgather_raw(t.raw_data(), out.raw_data(), int64_t(t.nbytes()));
   return out;
 }
@@ -84,10 +156,16 @@ Tensor ProcessGroup::reduce_scatter(const Tensor& t, ReduceOp op) {
             " must have a first dimension divisible by the group size ", size());
   MOX_CHECK(op != ReduceOp::avg || is_floating(t.dtype()), w, ": avg needs a floating tensor, got ", describe(t));
   MOX_CHECK(t.dtype() != DType::boolean, w, ": cannot reduce a bool tensor ", describe(t));
-  if (t.dtype() == DType::f16 || t.dtype() == DType::bf16)
+  if (t.device().is_cpu() && (t.dtype() == DType::f16 || t.dtype() == DType::bf16))
     return raw::to_dtype(reduce_scatter(raw::to_dtype(t, DType::f32), op), t.dtype());
   const int64_t rows = t.size(0) / size();
   Tensor out = empty(with_rows(t, rows), t.dtype(), t.device());
+  if (size() > 1 && t.device().is_cuda()) {   // NCCL: f16/bf16 natively, avg as ncclAvg
+    if (out.numel() > 0)
+      cuda_transport(w, "reduce_scatter", t.device())
+          .reduce_scatter_raw(t.raw_data(), out.raw_data(), out.numel(), t.dtype(), op);
+    return out;
+  }
   if (size() == 1) raw::copy_(out, t);
   else if (out.numel() > 0)
     reduce_scatter_raw(t.raw_data(), out.raw_data(), out.numel(), t.dtype(), op == ReduceOp::max ? ReduceOp::max : ReduceOp::sum);
@@ -121,7 +199,12 @@ Tensor ProcessGroup::all_to_all(const Tensor& t, const std::vector<int64_t>& sen
     send_bytes[r] = send_rows[r] * row_bytes;
     recv_bytes[r] = recv_rows[r] * row_bytes;
   }
-  alltoallv_raw(t.numel() ? t.raw_data() : nullptr, send_bytes, out.numel() ? out.raw_data() : nullptr, recv_bytes);
+  const void* send = t.numel() ? t.raw_data() : nullptr;
+  void* recv = out.numel() ? out.raw_data() : nullptr;
+  if (t.device().is_cuda())
+    cuda_transport(w, "all_to_all", t.device()).alltoallv_raw(send, send_bytes, recv, recv_bytes);
+  else
+    alltoallv_raw(send, send_bytes, recv, recv_bytes);
   return out;
 }
 

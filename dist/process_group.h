@@ -2,10 +2,13 @@
 //
 // A ProcessGroup is an ordered set of processes ("ranks") that call the same collectives in
 // the same order. The public methods validate their tensors (contiguous, shapes agreeing with
-// the split sizes, dtype reducible), handle f16/bf16 reductions by widening to f32, and call
-// a backend's transport primitives on raw buffers. Backends: MPI (CPU tensors, dist/mpi_group.cpp)
-// and the single-process group used when a program runs without mpirun (dist/world.cpp),
-// where every collective is a copy. Tensors are split and concatenated along dim 0 ("rows").
+// the split sizes, dtype reducible) and call transport primitives on raw buffers: for CPU
+// tensors the group's backend — MPI (dist/mpi_group.cpp), handling f16/bf16 reductions by
+// widening to f32 — or the single-process group used when a program runs without mpirun
+// (dist/world.cpp), where every collective is a copy; for CUDA tensors the group's
+// CudaTransport (NCCL, dist/transport.h), created by the group's first CUDA collective.
+// Every rank must pass tensors on the same kind of device. Tensors are split and
+// concatenated along dim 0 ("rows").
 //
 // Every collective has a deadline (dist::timeout_seconds(), default 600 s, MOX_DIST_TIMEOUT):
 // a peer that died or called something else makes it throw mox::Error naming the collective,
@@ -13,6 +16,8 @@
 //
 // What it is not: no autograd (dist/functional.h wraps all_to_all for the MoE layer), no
 // transport of its own (DESIGN: existing engines only), no asynchronous handles yet.
+// barrier() and exchange_counts() always go over MPI (no tensor says otherwise); a CUDA
+// collective has completed on the GPU when it returns, so an MPI barrier after it suffices.
 #pragma once
 #include <memory>
 #include <string>
@@ -22,12 +27,14 @@
 
 namespace mox::dist {
 
+class CudaTransport;
+
 enum class ReduceOp { sum, avg, max };
 const char* to_string(ReduceOp op);
 
 class ProcessGroup {
  public:
-  virtual ~ProcessGroup() = default;
+  virtual ~ProcessGroup();
 
   int rank() const { return rank_; }                 // this process's index in the group
   int size() const { return int(world_ranks_.size()); }
@@ -59,11 +66,15 @@ class ProcessGroup {
   // as listed; the others get null. Every member must pass the same list.
   std::shared_ptr<ProcessGroup> new_group(const std::vector<int>& ranks, const std::string& name);
 
- protected:
-  ProcessGroup(std::string name, int rank, std::vector<int> world_ranks)
-      : name_(std::move(name)), rank_(rank), world_ranks_(std::move(world_ranks)) {}
+  // "all_reduce on group 'world' (rank 1 of 2)": the prefix of every error (the transports'
+  // too).
+  std::string where(const char* op) const;
 
-  // Transport primitives on host or device buffers of the group's device type. Byte counts
+ protected:
+  // (Out of line, as the destructor: CudaTransport is incomplete here.)
+  ProcessGroup(std::string name, int rank, std::vector<int> world_ranks);
+
+  // Transport primitives on host buffers (the CUDA ones are CudaTransport's). Byte counts
   // and element counts are per rank. Each one blocks until done or throws on timeout.
   virtual void allreduce_raw(void* buf, int64_t count, DType dtype, ReduceOp op) = 0;   // sum or max
   virtual void broadcast_raw(void* buf, int64_t bytes, int root) = 0;
@@ -74,13 +85,17 @@ class ProcessGroup {
   virtual void barrier_raw() = 0;
   virtual std::shared_ptr<ProcessGroup> split_raw(int color, int key, const std::string& name) = 0;
 
-  // "all_reduce on group 'world' (rank 1 of 2)": the prefix of every error.
-  std::string where(const char* op) const;
-
  private:
+  // The transport for CUDA tensors on `device`, made by the first call (collective: every
+  // member makes it in the same collective). Later calls on another device are refused,
+  // naming both devices. `where`/`op` name the collective in errors.
+  CudaTransport& cuda_transport(const std::string& where, const char* op, Device device);
+
   std::string name_;
   int rank_;
   std::vector<int> world_ranks_;
+  std::unique_ptr<CudaTransport> cuda_;
+  Device cuda_device_;
 };
 
 }  // namespace mox::dist
