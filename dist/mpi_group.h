@@ -9,7 +9,8 @@
 // SelfGroup is a group of one process that never touches MPI: what a program run without
 // mpirun gets as its world (and what splitting it gives).
 //
-// What it is not: no CUDA tensors (NCCL is the CUDA backend's), no MPI outside dist/.
+// What it is not: no CUDA tensors (those go to the group's NCCL transport, dist/transport.h),
+// no MPI outside dist/.
 #pragma once
 #include <memory>
 #include <string>

@@ -9,7 +9,8 @@
 // multi-rank world, aborts the whole job (MPI_Abort) so that peers waiting in a collective
 // do not wait for their timeout. Examples call it from main's success and catch paths.
 //
-// What it is not: no launcher (scripts/moxrun), no NCCL bootstrap yet (the CUDA issue's).
+// What it is not: no launcher (scripts/moxrun, which also gives each rank one GPU through
+// CUDA_VISIBLE_DEVICES); NCCL communicators are made per group on first use (dist/transport.h).
 #pragma once
 #include <memory>
 
