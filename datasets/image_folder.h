@@ -3,8 +3,9 @@
 // Class folders sorted by name give the labels (0, 1, ...); files within a class are sorted
 // by name. Images are decoded on every get() with stb_image into RGB u8 (3, H, W) — a grey
 // or RGBA file is converted to 3 channels. Sizes may differ between files (the DataLoader
-// refuses to batch mixed sizes). A header that claims more than 16,384 pixels a side or
-// 64 Mi pixels in all is refused before any pixel is decoded.
+// refuses to batch mixed sizes). The format is told by the file's magic bytes, not its name;
+// a header that claims more than 16,384 pixels a side or 64 Mi pixels in all is refused
+// before any pixel is decoded.
 // Not here: resizing, caching decoded images, other formats (GIF, TGA, ...).
 #pragma once
 #include <cstddef>
@@ -20,7 +21,8 @@ constexpr int64_t kMaxImageSide = 16384;
 constexpr int64_t kMaxImagePixels = int64_t(64) << 20;
 
 // Decode an encoded JPEG/PNG/BMP held in memory to RGB u8 (3, H, W); `source` names it in
-// errors (corrupt data, absurd dimensions). Safe to call from several threads.
+// errors, which also name the format (from the magic bytes) and, for absurd dimensions, the
+// width x height the header claims. Safe to call from several threads.
 Tensor decode_image(const uint8_t* bytes, size_t nbytes, const std::string& source);
 // Read and decode one file; errors name the path.
 Tensor decode_image_file(const std::string& path);

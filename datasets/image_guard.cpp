@@ -89,7 +89,158 @@ void check_bmp(const Bytes& b, const std::string& source) {
             " bits need bytes [", offset, ", ", end, ") but the file has ", b.n, " (truncated BMP?)");
 }
 
+// JPEG frame markers: stb decodes baseline (C0), extended (C1) and progressive (C2) frames;
+// the other SOFn (lossless, hierarchical, arithmetic-coded) it refuses as an unknown marker.
+bool is_decodable_sof(unsigned m) { return m == 0xC0 || m == 0xC1 || m == 0xC2; }
+bool is_other_sof(unsigned m) { return m >= 0xC3 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC; }
+
+// The first frame header, reached as stb reaches it: SOI, then segments skipped by their
+// length (with padding between them scanned to the next 0xFF) until a SOF marker.
+bool jpeg_dimensions(const Bytes& b, int64_t* w, int64_t* h, std::string* note) {
+  size_t i = 0;
+  while (i < b.n && b.p[i] == 0xFF) ++i;
+  if (i >= b.n || b.p[i] != 0xD8) return false;   // no SOI
+  ++i;
+  while (i < b.n) {
+    while (i < b.n && b.p[i] != 0xFF) ++i;
+    while (i < b.n && b.p[i] == 0xFF) ++i;
+    if (i >= b.n) return false;
+    const unsigned marker = b.p[i++];
+    if (is_other_sof(marker)) {
+      static const char* const kind[16] = {
+          "", "", "", "a lossless", "", "a differential sequential", "a differential progressive",
+          "a differential lossless", "", "an arithmetic-coded sequential", "an arithmetic-coded progressive",
+          "an arithmetic-coded lossless", "", "a differential arithmetic-coded sequential",
+          "a differential arithmetic-coded progressive", "a differential arithmetic-coded lossless"};
+      *note = std::string(kind[marker & 15]) + " JPEG (SOF" + std::to_string(marker - 0xC0) +
+              " frame), which mox's decoder (stb_image) does not support; it reads baseline and progressive JPEGs";
+      return false;
+    }
+    if (is_decodable_sof(marker)) {   // [length 2][precision 1][height 2][width 2]
+      if (i + 7 > b.n) return false;
+      *h = b.be16(i + 3);
+      *w = b.be16(i + 5);
+      return true;
+    }
+    if (marker == 0xDA || marker == 0xD9) return false;   // a scan or the end before any frame
+    if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) continue;   // no length
+    i += b.be16(i);
+  }
+  return false;
+}
+
 }  // namespace
+
+ImageFormat sniff_image_format(const uint8_t* p, size_t n) {
+  auto starts = [&](const char* magic, size_t at = 0) {
+    for (size_t k = 0; magic[k]; ++k)
+      if (at + k >= n || p[at + k] != uint8_t(magic[k])) return false;
+    return true;
+  };
+  if (starts("\x89PNG")) return ImageFormat::png;
+  if (n >= 1 && p[0] == 0xFF) {   // stb's SOI test: FF (FF)* D8
+    size_t i = 0;
+    while (i < n && p[i] == 0xFF) ++i;
+    return i < n && p[i] == 0xD8 ? ImageFormat::jpeg : ImageFormat::unknown;
+  }
+  if (starts("BM")) return ImageFormat::bmp;
+  if (starts("GIF8")) return ImageFormat::gif;
+  if (n >= 3 && p[0] == 'P' && p[1] >= '1' && p[1] <= '7' &&
+      (p[2] == ' ' || p[2] == '\t' || p[2] == '\n' || p[2] == '\r'))
+    return ImageFormat::pnm;
+  if (starts("II*") && n >= 4 && p[3] == 0) return ImageFormat::tiff;
+  if (starts("MM") && n >= 4 && p[2] == 0 && p[3] == '*') return ImageFormat::tiff;
+  if (starts("RIFF") && starts("WEBP", 8)) return ImageFormat::webp;
+  if (starts("8BPS")) return ImageFormat::psd;
+  if (starts("#?RADIANCE") || starts("#?RGBE")) return ImageFormat::hdr;
+  if (starts("ftyp", 4)) {
+    for (const char* brand : {"avif", "avis"})
+      if (starts(brand, 8)) return ImageFormat::avif;
+    for (const char* brand : {"heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"})
+      if (starts(brand, 8)) return ImageFormat::heif;
+  }
+  return ImageFormat::unknown;
+}
+
+const char* image_format_name(ImageFormat format) {
+  switch (format) {
+    case ImageFormat::png: return "PNG";
+    case ImageFormat::jpeg: return "JPEG";
+    case ImageFormat::bmp: return "BMP";
+    case ImageFormat::gif: return "GIF";
+    case ImageFormat::pnm: return "PNM (PBM/PGM/PPM)";
+    case ImageFormat::tiff: return "TIFF";
+    case ImageFormat::webp: return "WebP";
+    case ImageFormat::psd: return "PSD";
+    case ImageFormat::hdr: return "Radiance HDR";
+    case ImageFormat::heif: return "HEIF/HEIC";
+    case ImageFormat::avif: return "AVIF";
+    case ImageFormat::unknown: break;
+  }
+  return "unknown";
+}
+
+bool image_format_supported(ImageFormat format) {
+  return format == ImageFormat::png || format == ImageFormat::jpeg || format == ImageFormat::bmp;
+}
+
+bool read_image_dimensions(const uint8_t* bytes, size_t nbytes, ImageFormat format, int64_t* width,
+                           int64_t* height, std::string* note) {
+  const Bytes b{bytes, nbytes};
+  note->clear();
+  switch (format) {
+    case ImageFormat::png:   // signature, then the IHDR chunk first: [13]['IHDR'][u32 w][u32 h]...
+      if (nbytes < 24 || b.be32(8) != 13 || b.be32(12) != 0x49484452u) return false;
+      *width = b.be32(16), *height = b.be32(20);
+      return true;
+    case ImageFormat::jpeg:
+      return jpeg_dimensions(b, width, height, note);
+    case ImageFormat::bmp: {   // file header (14 bytes), then the info header's size and dims
+      const uint32_t header = b.le32(14);
+      if (header == 12) {
+        if (nbytes < 22) return false;
+        *width = b.le16(18), *height = b.le16(20);
+        return true;
+      }
+      if (header != 40 && header != 56 && header != 108 && header != 124) return false;   // stb refuses
+      if (nbytes < 26) return false;
+      const int64_t h = int32_t(b.le32(22));
+      *width = b.le32(18), *height = h < 0 ? -h : h;
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+std::string missing_image_end(const uint8_t* bytes, size_t nbytes, ImageFormat format) {
+  const Bytes b{bytes, nbytes};
+  const std::string ends = "the file ends at byte " + std::to_string(nbytes);
+  if (format == ImageFormat::jpeg) {   // the walk of check_jpeg, looking for EOI
+    for (size_t i = 0; i < b.n;) {
+      while (i < b.n && b.p[i] != 0xFF) ++i;
+      while (i < b.n && b.p[i] == 0xFF) ++i;
+      if (i >= b.n) break;
+      const unsigned marker = b.p[i++];
+      if (marker == 0xD9) return "";
+      if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) continue;
+      i += b.be16(i);
+    }
+    return ends + ", before its end-of-image marker";
+  }
+  if (format != ImageFormat::png) return "";
+  size_t pos = 8;
+  while (pos + 8 <= b.n) {
+    if (b.be32(pos + 4) == 0x49454E44u) return "";   // IEND
+    const uint64_t next = uint64_t(pos) + 12 + b.be32(pos);
+    if (next > b.n) {
+      const char type[5] = {char(b.at(pos + 4)), char(b.at(pos + 5)), char(b.at(pos + 6)), char(b.at(pos + 7)), 0};
+      return ends + " inside its '" + type + "' chunk at byte " + std::to_string(pos) + ", before its IEND chunk";
+    }
+    pos = size_t(next);
+  }
+  return ends + (pos < b.n ? " inside a chunk header" : "") + ", before its IEND chunk";
+}
 
 void check_image_structure(const uint8_t* bytes, size_t nbytes, const std::string& source) {
   const Bytes b{bytes, nbytes};

@@ -347,7 +347,211 @@ TEST(ImageFolder, AbsurdDimensionsRefusedBeforeDecoding) {
   write_bytes(dir.path("cls/huge.png"), png);
   ImageFolder ds(dir.path());
   msg = error_of([&] { ds.get(0); });
-  EXPECT_NE(msg.find("huge.png"), std::string::npos) << msg;
+  EXPECT_EQ(msg, "image '" + dir.path("cls/huge.png") +
+                     "' claims 100000x100000 pixels in its PNG header; refusing to decode (at most 16384 a "
+                     "side and 67108864 pixels in all) — corrupt or hostile file?");
+}
+
+// ---------------------------------------------------------------- image formats and headers
+//
+// decode_image tells the format by its magic bytes and reads the header's dimensions itself,
+// so its errors name the format and the claimed size even where stb_image's own reason is
+// stale (stb keeps only its last reason: a truncated JPEG used to report "Not a PNG") or
+// generic (stb's header reader refuses sizes past 2^30 bytes of pixels before mox's cap).
+
+// stb_image_write's callback: appends to the std::vector<uint8_t> at ctx.
+void append_bytes(void* ctx, void* data, int size) {
+  auto* v = static_cast<std::vector<uint8_t>*>(ctx);
+  v->insert(v->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
+}
+
+// A w×h RGB JPEG / PNG of rgb_pattern, encoded in memory.
+std::vector<uint8_t> encode_jpeg(int w, int h, int quality) {
+  std::vector<uint8_t> out;
+  const std::vector<uint8_t> px = rgb_pattern(w, h, 3);
+  EXPECT_TRUE(stbi_write_jpg_to_func(append_bytes, &out, w, h, 3, px.data(), quality));
+  return out;
+}
+std::vector<uint8_t> encode_png(int w, int h) {
+  std::vector<uint8_t> out;
+  const std::vector<uint8_t> px = rgb_pattern(w, h, 1);
+  EXPECT_TRUE(stbi_write_png_to_func(append_bytes, &out, w, h, 3, px.data(), w * 3));
+  return out;
+}
+
+std::string decode_error(const std::vector<uint8_t>& bytes, const std::string& source) {
+  return error_of([&] { decode_image(bytes.data(), bytes.size(), source); });
+}
+
+// Offset of the first marker 0xFF `m` after the SOI (the encoder's segments are well formed).
+size_t jpeg_marker(const std::vector<uint8_t>& j, uint8_t m) {
+  for (size_t i = 2; i + 4 <= j.size(); i += 2 + (size_t(j[i + 2]) << 8 | j[i + 3]))
+    if (j[i] == 0xFF && j[i + 1] == m) return i;
+  ADD_FAILURE() << "marker " << int(m) << " not found";
+  return 0;
+}
+
+TEST(ImageDecode, CorruptDataGivesStbReasonOnlyWhenItIsAboutTheFormat) {
+  // Complete files (end marker present) that stb refuses: its reason is quoted...
+  std::vector<uint8_t> jpg = encode_jpeg(24, 16, 90);
+  std::vector<uint8_t> bad = jpg;
+  bad[jpeg_marker(jpg, 0xDA) + 4] = 0;   // scan header: 0 components
+  EXPECT_EQ(decode_error(bad, "sos.jpg"), "cannot decode image 'sos.jpg': corrupt or truncated JPEG data (stb_image: Corrupt JPEG)");
+  std::vector<uint8_t> png = encode_png(8, 8);
+  ASSERT_EQ(decode_error(png, "z.png"), "");
+  ASSERT_EQ(std::string(png.begin() + 37, png.begin() + 41), "IDAT");
+  png[41] = 0x7F;   // the zlib header of the image data
+  EXPECT_EQ(decode_error(png, "z.png"), "cannot decode image 'z.png': corrupt or truncated PNG data (stb_image: Corrupt PNG)");
+  // ...but where stb fails without recording a reason (here a DQT segment of length 3 after
+  // the scan), its last reason is another format's ("Not a PNG", from its PNG test) and is
+  // not repeated.
+  bad = jpg;
+  bad.insert(bad.end() - 2, {0xFF, 0xDB, 0x00, 0x03, 0x00});
+  EXPECT_EQ(decode_error(bad, "dqt.jpg"), "cannot decode image 'dqt.jpg': corrupt or truncated JPEG data (stb_image gave no reason)");
+}
+
+TEST(ImageDecode, TruncatedJpegNamesJpeg) {
+  const std::vector<uint8_t> jpg = encode_jpeg(24, 16, 90);
+  ASSERT_EQ(decode_error(jpg, "full.jpg"), "");
+  const size_t sos = jpeg_marker(jpg, 0xDA);
+  ASSERT_GT(sos, 100u);
+
+  // Cut inside the entropy-coded data, through a file in a class folder.
+  TempDir dir("mox-datasets");
+  write_bytes(dir.path("cat/cut.jpg"), std::vector<uint8_t>(jpg.begin(), jpg.begin() + long(sos + 40)));
+  ImageFolder ds(dir.path());
+  EXPECT_EQ(error_of([&] { ds.get(0); }), "cannot decode image '" + dir.path("cat/cut.jpg") +
+                                              "': corrupt or truncated JPEG data (the file ends at byte " +
+                                              std::to_string(sos + 40) + ", before its end-of-image marker)");
+
+  // Every cut: refused, and the message names JPEG and no other format — the header
+  // ("corrupt or truncated JPEG header") up to the end of the frame header, the data after
+  // (where stb alone said "Not a PNG" for most cuts).
+  const size_t sof = jpeg_marker(jpg, 0xC0), sof_end = sof + 2 + (size_t(jpg[sof + 2]) << 8 | jpg[sof + 3]);
+  int header = 0, data = 0;
+  for (size_t keep = 2; keep < jpg.size(); ++keep) {
+    const std::string e = decode_error(std::vector<uint8_t>(jpg.begin(), jpg.begin() + long(keep)), "cut.jpg");
+    ASSERT_NE(e, "") << "kept " << keep;
+    EXPECT_NE(e.find("JPEG"), std::string::npos) << "kept " << keep << ": " << e;
+    EXPECT_EQ(e.find("PNG"), std::string::npos) << "kept " << keep << ": " << e;
+    EXPECT_EQ(e.find("BMP"), std::string::npos) << "kept " << keep << ": " << e;
+    if (e.find("cannot read the header of image 'cut.jpg': corrupt or truncated JPEG header") == 0) ++header;
+    else if (e.find("cannot decode image 'cut.jpg': corrupt or truncated JPEG data (") == 0) ++data;
+    else ADD_FAILURE() << "kept " << keep << ": " << e;
+    // stb's header reader stops after the frame header: up to there the header is cut (stb
+    // reads a missing last byte, a quantisation table id, as 0, which is valid).
+    if (keep + 1 < sof_end) {
+      EXPECT_EQ(e.find("cannot read the header"), 0u) << "kept " << keep << ": " << e;
+    } else if (keep >= sof_end) {
+      EXPECT_EQ(e, "cannot decode image 'cut.jpg': corrupt or truncated JPEG data (the file ends at byte " +
+                       std::to_string(keep) + ", before its end-of-image marker)");
+    }
+  }
+  EXPECT_GT(header, 0);
+  EXPECT_GT(data, 0);
+  EXPECT_EQ(decode_error({0xFF}, "one.jpg"),
+            "cannot decode image 'one.jpg': not an image format mox reads (PNG, JPEG or BMP): first byte 0xff");
+}
+
+// A PNG of an IHDR claiming w×h RGB, an IDAT chunk claiming `idat_claim` bytes and holding
+// `idat_bytes`, and IEND.
+std::vector<uint8_t> png_with_ihdr(uint32_t w, uint32_t h, uint32_t idat_claim, size_t idat_bytes) {
+  std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  put32be(png, 13);
+  for (char ch : {'I', 'H', 'D', 'R'}) png.push_back(uint8_t(ch));
+  put32be(png, w);
+  put32be(png, h);
+  for (uint8_t v : {8, 2, 0, 0, 0}) png.push_back(v);   // depth 8, RGB, no interlace
+  put32be(png, 0);                                       // CRC (not checked by stb)
+  put32be(png, idat_claim);
+  for (char ch : {'I', 'D', 'A', 'T'}) png.push_back(uint8_t(ch));
+  for (size_t i = 0; i < idat_bytes; ++i) png.push_back(uint8_t(0x78 + i));
+  put32be(png, 0);
+  put32be(png, 0);
+  for (char ch : {'I', 'E', 'N', 'D'}) png.push_back(uint8_t(ch));
+  put32be(png, 0);
+  return png;
+}
+
+TEST(ImageDecode, HugePngHeaderNamesDimensions) {
+  // 100000×100000 with a 2-byte IDAT: past stb's own limit (its header reader refused it with
+  // "Image not of any known type, or corrupt"), so only mox's header read can name the size.
+  const std::string cap = "; refusing to decode (at most 16384 a side and 67108864 pixels in all) — corrupt or hostile file?";
+  std::vector<uint8_t> png = png_with_ihdr(100000, 100000, 2, 2);
+  EXPECT_EQ(decode_error(png, "cat/huge.png"), "image 'cat/huge.png' claims 100000x100000 pixels in its PNG header" + cap);
+  png = png_with_ihdr(4294967295u, 1, 2, 2);   // the largest width a PNG header can state
+  EXPECT_EQ(decode_error(png, "w.png"), "image 'w.png' claims 4294967295x1 pixels in its PNG header" + cap);
+  png = png_with_ihdr(20000, 20000, 2, 2);   // within stb's limit: refused by the same cap
+  EXPECT_EQ(decode_error(png, "big.png"), "image 'big.png' claims 20000x20000 pixels in its PNG header" + cap);
+  // The guard still runs first: an IDAT claiming more bytes than the file holds is refused
+  // for that (stb would grow its buffer to the claim), whatever the header says.
+  png = png_with_ihdr(100000, 100000, 1000000000, 2);
+  const std::string e = decode_error(png, "idat.png");
+  EXPECT_EQ(e.rfind("cannot decode image 'idat.png': PNG chunk 'IDAT' at byte 33 claims 1000000000 bytes", 0), 0u) << e;
+}
+
+TEST(ImageDecode, HugeJpegHeaderNamesDimensions) {
+  // A valid JPEG whose frame header is patched to the largest size a JPEG can state
+  // (65535 a side: SOF holds 16-bit dimensions, so 100000x100000 cannot be written).
+  std::vector<uint8_t> jpg = encode_jpeg(16, 16, 90);
+  const size_t sof = jpeg_marker(jpg, 0xC0);
+  auto patch = [&](uint16_t w, uint16_t h) {
+    std::vector<uint8_t> b = jpg;
+    b[sof + 5] = uint8_t(h >> 8), b[sof + 6] = uint8_t(h);
+    b[sof + 7] = uint8_t(w >> 8), b[sof + 8] = uint8_t(w);
+    return b;
+  };
+  const std::string cap = "; refusing to decode (at most 16384 a side and 67108864 pixels in all) — corrupt or hostile file?";
+  EXPECT_EQ(decode_error(patch(65535, 65535), "cat/huge.jpg"),
+            "image 'cat/huge.jpg' claims 65535x65535 pixels in its JPEG header" + cap);
+  EXPECT_EQ(decode_error(patch(30000, 40000), "wide.jpg"), "image 'wide.jpg' claims 30000x40000 pixels in its JPEG header" + cap);
+
+  // A hand-built progressive frame header behind an APP0 segment and fill bytes.
+  std::vector<uint8_t> hand = {0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 'J', 'F', 0xFF, 0xFF,
+                               0xC2, 0x00, 0x0B, 0x08, 0xEA, 0x60, 0xEA, 0x60, 0x01, 0x01, 0x11, 0x00, 0xFF, 0xD9};
+  EXPECT_EQ(decode_error(hand, "prog.jpg"), "image 'prog.jpg' claims 60000x60000 pixels in its JPEG header" + cap);
+
+  // The guard's Huffman-table check still comes first (stb's header reader overflows on it).
+  std::vector<uint8_t> dht = {0xFF, 0xD8, 0xFF, 0xC4, 0x00, 0x13, 0x00};
+  for (int i = 0; i < 16; ++i) dht.push_back(i == 15 ? 21 : 16);   // 15 * 16 + 21 = 261 codes
+  dht.insert(dht.end(), {0xFF, 0xC0, 0x00, 0x0B, 0x08, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x01, 0x11, 0x00, 0xFF, 0xD9});
+  const std::string e = decode_error(dht, "dht.jpg");
+  EXPECT_EQ(e.rfind("cannot decode image 'dht.jpg': corrupt JPEG (a Huffman table declares 261 codes; at most 256 are possible)", 0), 0u) << e;
+
+  // A frame type stb does not decode is named as such.
+  std::vector<uint8_t> lossless = {0xFF, 0xD8, 0xFF, 0xC3, 0x00, 0x0B, 0x08, 0x00, 0x10, 0x00, 0x10, 0x01, 0x01, 0x11, 0x00, 0xFF, 0xD9};
+  EXPECT_EQ(decode_error(lossless, "ll.jpg"),
+            "cannot read the header of image 'll.jpg': a lossless JPEG (SOF3 frame), which mox's decoder (stb_image) "
+            "does not support; it reads baseline and progressive JPEGs");
+}
+
+TEST(ImageDecode, UnknownOrUnsupportedFormatIsNamed) {
+  TempDir dir("mox-datasets");
+  write_bytes(dir.path("cat/page.jpg"), {'<', '!', 'D', 'O', 'C', 'T', 'Y', 'P', 'E', ' ', 'h'});
+  write_bytes(dir.path("cat/junk.png"), {0x00, 0x01, 0xfe, 0x7f, 0x80});
+  write_bytes(dir.path("cat/empty.bmp"), {});
+  ImageFolder ds(dir.path());
+  ASSERT_EQ(ds.size(), 3);   // empty.bmp, junk.png, page.jpg
+  EXPECT_EQ(error_of([&] { ds.get(0); }), "cannot decode image '" + dir.path("cat/empty.bmp") + "': the file is empty (0 bytes)");
+  EXPECT_EQ(error_of([&] { ds.get(1); }), "cannot decode image '" + dir.path("cat/junk.png") +
+                                              "': not an image format mox reads (PNG, JPEG or BMP): first bytes 0x00 0x01 0xfe 0x7f 0x80");
+  EXPECT_EQ(error_of([&] { ds.get(2); }),
+            "cannot decode image '" + dir.path("cat/page.jpg") +
+                "': not an image format mox reads (PNG, JPEG or BMP): first bytes 0x3c 0x21 0x44 0x4f 0x43 0x54 0x59 0x50 (\"<!DOCTYP\")");
+
+  auto bytes = [](const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); };
+  const std::string not_read = " data, not a format mox reads (PNG, JPEG or BMP; convert the file first)";
+  EXPECT_EQ(decode_error(bytes(std::string("GIF89a\x02\x00\x02\x00", 10)), "a.gif"), "cannot decode image 'a.gif': it is GIF" + not_read);
+  EXPECT_EQ(decode_error(bytes("P6\n2 2\n255\n"), "a.ppm"), "cannot decode image 'a.ppm': it is PNM (PBM/PGM/PPM)" + not_read);
+  EXPECT_EQ(decode_error(bytes("P5 2 2 255 xxxx"), "a.pgm"), "cannot decode image 'a.pgm': it is PNM (PBM/PGM/PPM)" + not_read);
+  EXPECT_EQ(decode_error(bytes(std::string("II*\0\x08\0\0\0", 8)), "a.tif"), "cannot decode image 'a.tif': it is TIFF" + not_read);
+  EXPECT_EQ(decode_error(bytes(std::string("RIFF\x10\0\0\0WEBPVP8 ", 16)), "a.webp"), "cannot decode image 'a.webp': it is WebP" + not_read);
+  EXPECT_EQ(decode_error(bytes(std::string("\0\0\0\x18" "ftypheic\0\0\0\0", 16)), "a.heic"),
+            "cannot decode image 'a.heic': it is HEIF/HEIC" + not_read);
+  // stb's JPEG test accepts fill bytes before the SOI; so does the sniffing.
+  std::vector<uint8_t> jpg = encode_jpeg(8, 8, 90);
+  jpg.insert(jpg.begin(), 0xFF);
+  EXPECT_EQ(decode_error(jpg, "fill.jpg"), "");
 }
 
 TEST(ImageFolder, EmptyOrMissingRootIsAnError) {

@@ -7,7 +7,8 @@
 // the path is fatal too — and where the fix made it an error, the message is checked.
 // fuzz/corpus/<target>/ (valid files written by fuzz/make_seeds.cpp) must all be accepted,
 // so the image guards refuse no valid file; with MOX_DATA set, so must the 500 real JPEGs
-// of cifar10-images/. Plus the image guards' own cases: truncated BMP/PNG are refused.
+// of cifar10-images/. Plus the image guards' own cases: truncated BMP/PNG/JPEG are refused,
+// naming their format.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -232,19 +233,43 @@ std::string decode_error(const std::vector<uint8_t>& b) {
   }
 }
 
-TEST(ReliabilityImages, TruncatedBmpAndPngAreRefused) {
+TEST(ReliabilityImages, TruncatedImagesAreRefusedNamingTheirFormat) {
   const fs::path seeds = repo_root() / "fuzz" / "corpus" / "image";
-  const std::vector<uint8_t> bmp = bytes_of(seeds / "rgb.bmp"), png = bytes_of(seeds / "rgb.png");
+  const std::vector<uint8_t> bmp = bytes_of(seeds / "rgb.bmp"), png = bytes_of(seeds / "rgb.png"),
+                             jpg = bytes_of(seeds / "rgb.jpg");
   ASSERT_EQ(decode_error(bmp), "");
   ASSERT_EQ(decode_error(png), "");
+  ASSERT_EQ(decode_error(jpg), "");
   // stb alone would decode a BMP missing its last rows as black pixels.
   for (size_t cut = 1; cut <= 20; ++cut) {
     const std::string e = decode_error(std::vector<uint8_t>(bmp.begin(), bmp.end() - long(cut)));
     EXPECT_NE(e.find("truncated BMP"), std::string::npos) << "cut " << cut << ": " << e;
     EXPECT_NE(e.find("'cut'"), std::string::npos) << e;
   }
-  for (size_t keep = 0; keep < png.size(); ++keep)
-    EXPECT_NE(decode_error(std::vector<uint8_t>(png.begin(), png.begin() + long(keep))), "") << "kept " << keep;
+  // A cut PNG or JPEG is refused with a message naming its own format (stb alone reported
+  // its last failure, "Not a PNG" for most cut JPEGs). Below 4 bytes a PNG has no signature.
+  for (size_t keep = 0; keep < png.size(); ++keep) {
+    const std::string e = decode_error(std::vector<uint8_t>(png.begin(), png.begin() + long(keep)));
+    EXPECT_NE(e, "") << "kept " << keep;
+    if (keep < 4) continue;
+    EXPECT_NE(e.find("PNG"), std::string::npos) << "kept " << keep << ": " << e;
+    EXPECT_EQ(e.find("JPEG"), std::string::npos) << "kept " << keep << ": " << e;
+  }
+  // A cut at or inside a chunk header (the guard's chunk-length check sees no chunk to check):
+  // stb reads the missing bytes as zeros and blames an "unknown PNG chunk type".
+  const size_t idat = 33 + 12 + (size_t(png[33]) << 24 | size_t(png[34]) << 16 | size_t(png[35]) << 8 | png[36]);
+  ASSERT_EQ(std::string(png.begin() + 37, png.begin() + 41), "IDAT");
+  EXPECT_EQ(decode_error(std::vector<uint8_t>(png.begin(), png.begin() + long(idat))),
+            "cannot decode image 'cut': corrupt or truncated PNG data (the file ends at byte " + std::to_string(idat) +
+                ", before its IEND chunk)");
+  EXPECT_EQ(decode_error(std::vector<uint8_t>(png.begin(), png.begin() + long(idat + 3))),
+            "cannot decode image 'cut': corrupt or truncated PNG data (the file ends at byte " + std::to_string(idat + 3) +
+                " inside a chunk header, before its IEND chunk)");
+  for (size_t keep = 2; keep < jpg.size(); ++keep) {
+    const std::string e = decode_error(std::vector<uint8_t>(jpg.begin(), jpg.begin() + long(keep)));
+    EXPECT_NE(e.find("JPEG"), std::string::npos) << "kept " << keep << ": " << e;
+    EXPECT_EQ(e.find("PNG"), std::string::npos) << "kept " << keep << ": " << e;
+  }
 }
 
 }  // namespace
