@@ -176,9 +176,10 @@ class LlmCli : public ::testing::Test {
     return mox::testing::run_program(binary_, args,
                                      stdout_only ? mox::testing::Stderr::discard : mox::testing::Stderr::merge);
   }
-  // "generate --checkpoint <ckpt> <args>", stdout only.
+  // "generate --checkpoint <ckpt> --device cpu <args>", stdout only. These tests check the CPU
+  // path (on a GPU machine auto would take the GPU, where MoE layers do not run yet).
   ProgramResult generate(const std::string& args) const {
-    return run_llm("generate --checkpoint " + sh_quote(ckpt_) + " " + args, true);
+    return run_llm("generate --checkpoint " + sh_quote(ckpt_) + " --device cpu " + args, true);
   }
 
   fs::path binary_;
@@ -233,7 +234,9 @@ TEST_F(LlmGenerate, ByteTokenizerWritesEveryByteOnce) {
   const data::ByteTokenizer bytes;
   write_checkpoint(dir_.path("bytes.safetensors"), tiny_config("llama", 1, 256), bytes, 41);
   const ProgramResult r =
-      run_llm("generate --checkpoint " + sh_quote(dir_.path("bytes.safetensors")) + " --prompt 'é' --max-new-tokens 30", true);
+      run_llm("generate --device cpu --checkpoint " + sh_quote(dir_.path("bytes.safetensors")) +
+                  " --prompt 'é' --max-new-tokens 30",
+              true);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(r.output.size(), 2 + 30 + kSeparator.size());
   EXPECT_EQ(r.output.substr(0, 2), "é");
@@ -296,7 +299,8 @@ TEST_F(LlmCheckpointCli, EvalWholeSplitMatchesABlockByBlockLoss) {
   std::string corpus;
   for (int i = 0; i < 12; ++i) corpus += kCorpus;   // 708 characters: 71 validation tokens
   std::ofstream(corpus_path) << corpus;
-  const ProgramResult r = run_llm("eval --checkpoint " + sh_quote(ckpt_) + " --data " + sh_quote(corpus_path) + " --batch-size 3");
+  const ProgramResult r =
+      run_llm("eval --device cpu --checkpoint " + sh_quote(ckpt_) + " --data " + sh_quote(corpus_path) + " --batch-size 3");
   ASSERT_EQ(r.code, 0) << r.output;
 
   const Loaded l = load_llm(ckpt_);
@@ -318,7 +322,7 @@ TEST_F(LlmCheckpointCli, EvalWholeSplitMatchesABlockByBlockLoss) {
   EXPECT_CONTAINS(r.output, std::to_string(n - 1) + " predicted tokens");
   EXPECT_CONTAINS(r.output, "float32");
 
-  const ProgramResult batches = run_llm("eval --checkpoint " + sh_quote(ckpt_) + " --data " + sh_quote(corpus_path) +
+  const ProgramResult batches = run_llm("eval --device cpu --checkpoint " + sh_quote(ckpt_) + " --data " + sh_quote(corpus_path) +
                                         " --batch-size 2 --eval-iters 3");
   ASSERT_EQ(batches.code, 0) << batches.output;
   EXPECT_CONTAINS(batches.output, "96 predicted tokens");   // 3 batches of 2 × 16

@@ -78,7 +78,9 @@ class LlmDist : public ::testing::Test {
                                                    " " + args);
   }
   std::string common() const {
-    return "train --data " + sh_quote(data_) +
+    // --device cpu: the one-process reference must be a CPU run on a GPU machine too (auto would
+    // take the GPU there); the ranks run on the CPU either way (MPI collectives).
+    return "train --device cpu --data " + sh_quote(data_) +
            " --n-layer 2 --n-head 2 --n-embd 16 --block-size 16 --batch-size 4 --eval-iters 2 --max-iters 6"
            " --log-interval 1 --eval-interval 6 --warmup-iters 1 --lr-decay-iters 6 --seed 3";
   }

@@ -7,15 +7,26 @@
 // learns a short text to near-zero loss. Distillation runs and its KD term stops at
 // --kd-stop-iter. Usage errors, including contradictory flags, exit 2. Each run is a small
 // model (2 layers, width 16) and takes well under a second.
+//
+// Devices: the runs above pin --device cpu (their exactness is the CPU's; on a GPU machine auto
+// would take the GPU, where the MoE layers do not run yet). --device: an unusable device exits 2
+// saying why on every command; an explicit cpu runs. On a GPU (REQUIRE_CUDA, skipped here): a
+// dense model trains on cuda close to the CPU run, resumes on cuda and on the CPU from a
+// checkpoint written on the GPU, distils from a teacher moved to the GPU, evaluates and
+// generates there, and an int8 checkpoint stays on the CPU (exit 2 with an explicit cuda).
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <vector>
 
+#include "tensor/backend.h"
 #include "tests/child_process.h"
+#include "tests/cuda_test.h"
 
 namespace {
 
@@ -40,7 +51,9 @@ class LlmTrain : public ::testing::Test {
     for (int i = 0; i < repeat; ++i) out << text;
     return path(name);
   }
-  mox::testing::ProgramResult train(const std::string& args) const { return mox::testing::run_program(binary_, "train " + args); }
+  // `mox-llm train --device cpu <args>`, and any command line as given.
+  mox::testing::ProgramResult train(const std::string& args) const { return run("train --device cpu " + args); }
+  mox::testing::ProgramResult run(const std::string& args) const { return mox::testing::run_program(binary_, args); }
   // The "loss" of every record of `split` in a metrics file, as written (exact text).
   static std::vector<std::string> losses(const std::string& file, const std::string& split, int64_t from_step = 0) {
     std::vector<std::string> out;
@@ -133,7 +146,7 @@ TEST_F(LlmTrain, DistillTrainsAStudentFromATeacher) {
   auto t = train(common + " --n-layer 2 --n-head 2 --n-embd 16 --block-size 16 --num-experts 2 --expert-interval 1"
                           " --top-k 1 --max-iters 4 --out " + sh_quote(path("teacher")));
   ASSERT_EQ(t.code, 0) << t.output;
-  auto s = mox::testing::run_program(binary_, "distill" + common + " --teacher " + sh_quote(path("teacher")) +
+  auto s = mox::testing::run_program(binary_, "distill --device cpu" + common + " --teacher " + sh_quote(path("teacher")) +
                                                   " --student-layers 1 --kd-beta 2 --kd-temp 2 --kd-stop-iter 2"
                                                   " --max-iters 4 --log-interval 1 --out " + sh_quote(path("student")) +
                                                   " --metrics " + sh_quote(path("s.jsonl")));
@@ -186,6 +199,139 @@ TEST_F(LlmTrain, UsageErrorsExitTwoNamingTheFlag) {
                        sh_quote(path("y")));
   EXPECT_EQ(pyramid.code, 2) << pyramid.output;
   EXPECT_NE(pyramid.output.find("--num-experts has 3 entries"), std::string::npos) << pyramid.output;
+}
+
+// The "loss" values of `split` in a metrics file, as numbers.
+std::vector<double> loss_values(const std::string& file, const std::string& split) {
+  std::vector<double> out;
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json r = nlohmann::json::parse(line);
+    if (r["split"] == split) out.push_back(r["loss"].get<double>());
+  }
+  return out;
+}
+
+void expect_close(const std::vector<double>& got, const std::vector<double>& want, double rtol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], rtol * std::abs(want[i])) << what << " #" << i;
+}
+
+// The number after `key` in `text` (NaN when absent).
+double number_after(const std::string& text, const std::string& key) {
+  const size_t at = text.find(key);
+  return at == std::string::npos ? NAN : std::strtod(text.c_str() + at + key.size(), nullptr);
+}
+
+TEST_F(LlmTrain, UnusableDeviceExitsTwoSayingWhyOnEveryCommand) {
+  const std::string data = corpus("t.txt", "abcdefghijklmnopqrstuvwxyz\n", 20);
+  const std::string ckpt = sh_quote(path("none.safetensors"));
+  for (const std::string& cmd : {"train --data " + sh_quote(data), "distill --student-layers 1 --teacher " + ckpt,
+                                "generate --checkpoint " + ckpt, "eval --checkpoint " + ckpt}) {
+    const auto bad = run(cmd + " --device gpu");
+    EXPECT_EQ(bad.code, 2) << cmd << ":\n" << bad.output;
+    EXPECT_NE(bad.output.find("'gpu' is not a device (cpu, cuda, cuda:0 or auto)"), std::string::npos) << bad.output;
+    if (!mox::backend_available(mox::DeviceType::CUDA)) {   // this machine: which of the two reasons it is
+      const auto cuda = run(cmd + " --device cuda");
+      EXPECT_EQ(cuda.code, 2) << cmd << ":\n" << cuda.output;
+      EXPECT_NE(cuda.output.find(mox::cuda_built() ? "'cuda': no CUDA device is visible"
+                                                   : "'cuda': this mox was built without the CUDA backend"),
+                std::string::npos)
+          << cuda.output;
+    } else {
+      const auto second = run(cmd + " --device cuda:1");
+      EXPECT_EQ(second.code, 2) << cmd << ":\n" << second.output;
+      EXPECT_NE(second.output.find("one GPU per process"), std::string::npos) << second.output;
+    }
+  }
+  const auto quantize = run("quantize --checkpoint " + ckpt + " --out " + sh_quote(path("q")) + " --device cpu");
+  EXPECT_EQ(quantize.code, 2) << quantize.output;   // quantize runs on the CPU: it has no --device
+  EXPECT_NE(quantize.output.find("--device"), std::string::npos) << quantize.output;
+}
+
+TEST_F(LlmTrain, ExplicitCpuDeviceTrainsEvaluatesAndGeneratesAnnouncingIt) {
+  const std::string data = corpus("text.txt", "First Citizen: Before we proceed any further, hear me speak.\n", 40);
+  const std::string common = "--data " + sh_quote(data) + kTinyModel + " --max-iters 3 --eval-interval 3 --log-interval 1";
+  const auto r = run("train --device cpu " + common + " --out " + sh_quote(path("o")) + " --metrics " +
+                     sh_quote(path("cpu.jsonl")));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find(", device cpu"), std::string::npos) << r.output;   // announced once, in the banner
+  EXPECT_EQ(loss_values(path("cpu.jsonl"), "train").size(), 3u);
+  const auto e = run("eval --device cpu --checkpoint " + sh_quote(path("o")) + " --data " + sh_quote(data) + " --eval-iters 1");
+  ASSERT_EQ(e.code, 0) << e.output;
+  EXPECT_NE(e.output.find("device cpu"), std::string::npos) << e.output;
+  const auto g = run("generate --device cpu --checkpoint " + sh_quote(path("o")) + " --max-new-tokens 5");
+  ASSERT_EQ(g.code, 0) << g.output;
+  EXPECT_NE(g.output.find("device cpu"), std::string::npos) << g.output;
+  if (!mox::backend_available(mox::DeviceType::CUDA)) {   // auto is the CPU here: the same run, bitwise
+    const auto a = run("train " + common + " --out " + sh_quote(path("a")) + " --metrics " + sh_quote(path("auto.jsonl")));
+    ASSERT_EQ(a.code, 0) << a.output;
+    EXPECT_EQ(losses(path("auto.jsonl"), "train"), losses(path("cpu.jsonl"), "train"));
+  }
+}
+
+// On a GPU only. Dense model (the MoE layers' gate is not device-clean yet: moe/).
+TEST_F(LlmTrain, CudaTrainsResumesAcrossDevicesDistilsEvaluatesAndGenerates) {
+  REQUIRE_CUDA();
+  const std::string data = corpus("text.txt", "First Citizen: Before we proceed any further, hear me speak.\n", 40);
+  const std::string common = "--data " + sh_quote(data) + kTinyModel +
+                             " --eval-interval 2 --log-interval 1 --warmup-iters 2 --lr-decay-iters 6 --seed 5";
+  auto train_on = [&](const std::string& device, const std::string& dir, int iters, bool resume = false) {
+    return run("train --device " + device + " " + common + " --max-iters " + std::to_string(iters) + " --out " +
+               sh_quote(path(dir)) + " --metrics " + sh_quote(path(dir + ".jsonl")) + (resume ? " --resume" : ""));
+  };
+  const auto cpu = train_on("cpu", "cpu", 6);
+  ASSERT_EQ(cpu.code, 0) << cpu.output;
+  const auto gpu = train_on("cuda", "gpu", 6);
+  ASSERT_EQ(gpu.code, 0) << gpu.output;
+  EXPECT_NE(gpu.output.find(", device cuda:0"), std::string::npos) << gpu.output;
+  const std::vector<double> want = loss_values(path("cpu.jsonl"), "train"), got = loss_values(path("gpu.jsonl"), "train");
+  expect_close(got, want, 1e-3, "cuda vs cpu train loss");
+  expect_close(loss_values(path("gpu.jsonl"), "val"), loss_values(path("cpu.jsonl"), "val"), 1e-3, "cuda vs cpu val loss");
+
+  // Resume on the GPU from a checkpoint written there (4 steps + 2), and on the CPU.
+  ASSERT_EQ(train_on("cuda", "split", 4).code, 0);
+  const auto resumed = train_on("cuda", "split", 6, true);
+  ASSERT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+  expect_close(loss_values(path("split.jsonl"), "train"), got, 1e-6, "cuda resumed on cuda");
+  ASSERT_EQ(train_on("cuda", "moved", 4).code, 0);
+  const auto on_cpu = train_on("cpu", "moved", 6, true);
+  ASSERT_EQ(on_cpu.code, 0) << on_cpu.output;
+  expect_close(loss_values(path("moved.jsonl"), "train"), got, 1e-3, "cuda checkpoint resumed on the cpu");
+
+  // Distillation with the teacher moved to the GPU.
+  const auto d = run("distill --device cuda --data " + sh_quote(data) + " --teacher " + sh_quote(path("gpu")) +
+                     " --student-layers 1 --batch-size 4 --eval-iters 2 --threads 1 --max-iters 2 --eval-interval 2"
+                     " --out " + sh_quote(path("student")));
+  ASSERT_EQ(d.code, 0) << d.output;
+  EXPECT_NE(d.output.find(", device cuda:0"), std::string::npos) << d.output;
+
+  // eval and generate on the GPU; the loss is the CPU's up to rounding.
+  const std::string eval = "eval --checkpoint " + sh_quote(path("gpu")) + " --data " + sh_quote(data) + " --device ";
+  const auto ec = run(eval + "cpu"), eg = run(eval + "cuda");
+  ASSERT_EQ(ec.code, 0) << ec.output;
+  ASSERT_EQ(eg.code, 0) << eg.output;
+  EXPECT_NE(eg.output.find("device cuda:0"), std::string::npos) << eg.output;
+  EXPECT_NEAR(number_after(eg.output, "val loss "), number_after(ec.output, "val loss "), 1e-3) << eg.output;
+  for (const std::string cache : {"", " --no-kv-cache"}) {
+    const auto g = mox::testing::run_program(binary_,
+                                             "generate --device cuda --checkpoint " + sh_quote(path("gpu")) +
+                                                 " --prompt 'First' --max-new-tokens 30" + cache,
+                                             mox::testing::Stderr::discard);
+    ASSERT_EQ(g.code, 0) << g.output;
+    EXPECT_EQ(g.output.size(), 5 + 30 + std::string("\n---------------\n").size()) << g.output;
+  }
+
+  // An int8 checkpoint runs on the CPU: auto takes it there, an explicit cuda is a usage error.
+  ASSERT_EQ(run("quantize --checkpoint " + sh_quote(path("gpu")) + " --out " + sh_quote(path("q.safetensors"))).code, 0);
+  const auto q_auto = run("eval --checkpoint " + sh_quote(path("q.safetensors")) + " --data " + sh_quote(data));
+  ASSERT_EQ(q_auto.code, 0) << q_auto.output;
+  EXPECT_NE(q_auto.output.find("device cpu (int8 weights run on the CPU)"), std::string::npos) << q_auto.output;
+  const auto q_cuda = run("eval --device cuda --checkpoint " + sh_quote(path("q.safetensors")) + " --data " + sh_quote(data));
+  EXPECT_EQ(q_cuda.code, 2) << q_cuda.output;
+  EXPECT_NE(q_cuda.output.find("is int8-quantized"), std::string::npos) << q_cuda.output;
 }
 
 }  // namespace

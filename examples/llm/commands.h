@@ -5,6 +5,8 @@
 // 1 runtime error is thrown as mox::Error and reported by main). Usage errors exit 2 in main.
 // Distributed (train and distill, under scripts/moxrun): main starts dist::init() and
 // passes the world size; the other commands run on one process.
+// Devices: train, distill, generate and eval take --device cpu|cuda|cuda:0|auto
+// (examples/common/device.h; choose_device below); quantize runs on the CPU.
 // What it is not: the flag definitions (options.cpp and each command's file).
 #pragma once
 #include <cstdint>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "examples/llm/config.h"
+#include "tensor/device.h"
 
 namespace CLI {
 class App;
@@ -34,6 +37,7 @@ struct TrainOptions {
   int64_t eval_interval = 250, eval_iters = 20, log_interval = 10;
   uint64_t seed = 1337;
   int64_t threads = 2;              // per rank; main uses $OMP_NUM_THREADS when --threads is not given
+  std::string device = "auto";      // cpu | cuda | cuda:0 | auto (choose_device)
   int64_t ep_size = 1;              // expert-parallel size p: each MoE layer's experts over p ranks
   std::string out = "out-llm";      // checkpoint directory (last.safetensors, best.safetensors)
   bool out_given = false;           // --out was on the command line (set by main)
@@ -57,14 +61,18 @@ struct GenerateOptions {
   uint64_t seed = 1337;
   bool no_kv_cache = false;         // recompute the whole context every token (for comparison)
   int64_t threads = 2;
+  std::string device = "auto";      // cpu | cuda | cuda:0 | auto (choose_device)
 };
 
 struct EvalOptions {
   std::string checkpoint, data;
   int64_t batch_size = 12, eval_iters = 0;   // 0: the whole validation split in blocks
   int64_t threads = 2;
+  std::string device = "auto";      // cpu | cuda | cuda:0 | auto (choose_device)
 };
 
+// No --device: quantisation is one pass over the weights on the CPU, and its QuantizedLinear
+// layers run on the CPU only (nn/quantized.h).
 struct QuantizeOptions {
   std::string checkpoint, out;
   int64_t threads = 2;
@@ -89,6 +97,23 @@ void validate_train_options(const TrainOptions& o, bool distill, int64_t world_s
 // The --ep-size checks alone, for the experts of each layer (1 = dense); throws UsageError
 // naming both numbers. Also used by distill once the student's experts are known.
 void check_expert_parallel(const TrainOptions& o, const std::vector<int64_t>& experts_per_layer, int64_t world_size);
+
+// The device a command runs on, and the words that announce it in its banner line.
+struct RunDevice {
+  Device device;
+  std::string summary;   // "device cuda:0", "device cpu (no CUDA device visible)", ...
+};
+// From the --device text, already accepted by examples::device_validator() (an unusable device
+// exits 2 at parsing). "auto" is the GPU when one is visible, except:
+//   - world_size > 1: the CPU (a rank cannot tell alone that every rank has a GPU of its own);
+//     an explicit cuda is kept, and the gradient collectives then run over NCCL or the first
+//     one fails saying why (no NCCL in this build, two ranks on one GPU) — no silent fallback;
+//   - an int8 model (`int8_checkpoint` non-empty: the quantized checkpoint's path): the CPU,
+//     since QuantizedLinear runs on the CPU only; an explicit cuda is a UsageError naming it.
+// The summary says why when auto chose the CPU although a GPU is visible.
+RunDevice choose_device(const std::string& flag, int64_t world_size, const std::string& int8_checkpoint = "");
+// Registers --device on a subcommand, with examples::device_validator().
+void add_device_flag(CLI::App& c, std::string& device);
 
 // Fills the options a preset names (before the explicit flags are applied); throws naming it.
 void apply_preset(const std::string& name, TrainOptions& o);

@@ -26,6 +26,13 @@
 // unfinished UTF-8 character (a byte-level tokenizer) wait for the rest of it. The model
 // summary and the speed (tokens/s) go to stderr.
 //
+// Device (--device): the model is loaded on the CPU and moved (an int8 checkpoint stays on the
+// CPU: choose_device). The ids fed to each forward (the prompt, then one token) are moved to
+// the model's device, so the KV caches are allocated there too (nn::CausalSelfAttention sizes
+// them from the keys). Sampling runs on the CPU: each step copies the last position's logits
+// (V floats) back — tiny next to the forward — and draws from them with the exact CPU code
+// above, so a seed gives the same text on either device up to the logits' rounding.
+//
 // What it is not: batched sampling, beam search, repetition penalties, stop strings.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -127,7 +134,7 @@ int64_t sample_token(const std::vector<float>& logits, const GenerateOptions& o,
 // The logits (V) of the last position after `context`, with or without the KV caches.
 class NextToken {
  public:
-  NextToken(Transformer& model, bool use_cache) : model_(model), use_cache_(use_cache) {
+  NextToken(Transformer& model, bool use_cache, Device device) : model_(model), use_cache_(use_cache), device_(device) {
     if (use_cache_) caches_.resize(size_t(model.config().n_layer));
   }
   // A new sample: nothing cached.
@@ -145,15 +152,17 @@ class NextToken {
       for (nn::KVCache& c : caches_) c.length = 0;
     }
     pending_ = 0;
-    const Tensor idx = from_vector<int64_t>(std::vector<int64_t>(context.end() - feed, context.end()), {1, feed});
-    const Tensor out = model_.forward(idx, use_cache_ ? &caches_ : nullptr);   // (1, feed, V)
-    return out.narrow(1, feed - 1, 1).to_vector<float>();
+    const Tensor idx =
+        from_vector<int64_t>(std::vector<int64_t>(context.end() - feed, context.end()), {1, feed}, device_);
+    const Tensor out = model_.forward(idx, use_cache_ ? &caches_ : nullptr);   // (1, feed, V) on device_
+    return out.narrow(1, feed - 1, 1).to_vector<float>();   // the last row, copied to the CPU for sampling
   }
 
  private:
   Transformer& model_;
   bool use_cache_;
-  std::vector<nn::KVCache> caches_;   // one per layer (empty without the cache)
+  Device device_;                     // the model's
+  std::vector<nn::KVCache> caches_;   // one per layer (empty without the cache), on device_
   int64_t pending_ = 0;               // tokens at the end of the context not in the caches yet
 };
 
@@ -184,12 +193,15 @@ void add_generate_command(CLI::App& app, GenerateOptions& o) {
       ->check(finite_in(0, HUGE_VAL, false, "NONNEGATIVE"));
   c->add_flag("--no-kv-cache", o.no_kv_cache, "recompute the whole context for every token (nanoGPT's way; slower)");
   c->add_option("--threads", o.threads, "CPU threads")->check(finite_in(1, 1024, false, "[1, 1024]"));
+  add_device_flag(*c, o.device);
 }
 
 int run_generate(const GenerateOptions& o) {
   set_num_threads(int(o.threads));
-  Loaded l = load_llm(o.checkpoint);
+  Loaded l = load_llm(o.checkpoint);   // on the CPU
+  const RunDevice run_device = choose_device(o.device, 1, l.quantized ? l.path : "");
   Transformer& model = *l.model;
+  model.to(run_device.device);
   model.eval();
   autograd::NoGradGuard no_grad;
   std::vector<int64_t> prompt;
@@ -201,11 +213,12 @@ int run_generate(const GenerateOptions& o) {
   }
   const std::string weights = l.quantized ? std::string("int8 weights")
                                            : str(model.num_parameters(), " float parameters");
-  std::fprintf(stderr, "mox-llm generate: %s — %s, %s, %s, KV cache %s\n", l.path.c_str(), model.repr().c_str(),
-               weights.c_str(), l.tokenizer->describe().c_str(), o.no_kv_cache ? "off" : "on");
+  std::fprintf(stderr, "mox-llm generate: %s — %s, %s, %s, KV cache %s, %s\n", l.path.c_str(), model.repr().c_str(),
+               weights.c_str(), l.tokenizer->describe().c_str(), o.no_kv_cache ? "off" : "on",
+               run_device.summary.c_str());
 
   Generator gen(o.seed);
-  NextToken next(model, !o.no_kv_cache);
+  NextToken next(model, !o.no_kv_cache, run_device.device);
   Streamer out(*l.tokenizer);
   const Clock::time_point start = Clock::now();
   for (int64_t s = 0; s < o.num_samples; ++s) {

@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
   eval.data = default_corpus();
   QuantizeOptions quantize;
 
-  CLI::App app{"mox-llm: a small GPT/Llama-style Mixture-of-Experts language model on the CPU"};
+  CLI::App app{"mox-llm: a small GPT/Llama-style Mixture-of-Experts language model (CPU, or one GPU with --device)"};
   app.require_subcommand(1, 1);
   add_train_command(app, train);
   add_distill_command(app, distill);

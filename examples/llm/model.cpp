@@ -114,7 +114,7 @@ Tensor Transformer::forward(const Tensor& idx, std::vector<nn::KVCache>* caches)
   if (wpe) {
     std::vector<int64_t> pos(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = start + t;
-    x = x + wpe->forward(from_vector<int64_t>(pos, {T}));   // (T, C) broadcast over B
+    x = x + wpe->forward(from_vector<int64_t>(pos, {T}, idx.device()));   // (T, C) broadcast over B
   }
   x = dropout(x, cfg_.dropout, is_training(), gen_.get());
   for (int64_t l = 0; l < cfg_.n_layer; ++l)
@@ -130,7 +130,7 @@ std::vector<const moe::MoE*> Transformer::moe_layers() const {
 }
 
 Tensor Transformer::aux_loss(double moe_loss_coeff) const {
-  Tensor total = zeros({});
+  Tensor total = zeros({}, wte->weight.dtype(), wte->weight.device());   // on the model's device
   for (const moe::MoE* m : moe_layers()) total = total + m->last().l_aux * moe_loss_coeff + m->last().z_loss;
   return total;
 }

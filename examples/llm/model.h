@@ -10,6 +10,11 @@
 // layer start as copies of one such MLP (DeepSpeed deep-copies the expert). The router
 // weights keep their PyTorch-default init.
 //
+// Devices: the model runs where Module::to(device) put it; idx must be there too (the position
+// ids and the KV caches follow idx / the keys). MoE layers on CUDA depend on moe/: at the time
+// of writing moe::TopKGate builds its routing index tensors on the CPU, so an MoE model on a
+// GPU stops at its first forward with an error naming both devices.
+//
 // Generation: forward(idx, caches) with one nn::KVCache per layer; positions continue from
 // the caches' length. After a forward, moe_layers() give each MoE layer's last() routing
 // and aux_loss() sums their l_aux (and z-loss).

@@ -86,6 +86,7 @@ void add_training_flags(CLI::App& c, TrainOptions& o) {
   c.add_option("--seed", o.seed, "seed of initialisation, data sampling, dropout and routing noise")->check(kNonNegative);
   c.add_option("--threads", o.threads, "CPU threads per rank (default $OMP_NUM_THREADS when set, else 2)")
       ->check(finite_in(1, 1024, false, "[1, 1024]"));
+  add_device_flag(c, o.device);
   c.add_option("--ep-size,--ep-world-size", o.ep_size,
                "expert-parallel size: each MoE layer's experts spread over this many ranks (divides the rank count "
                "and every MoE layer's expert count; start the job with scripts/moxrun)")

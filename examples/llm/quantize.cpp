@@ -14,6 +14,11 @@
 // the quantised one will be (model only, same metadata apart from "quantized") to a
 // temporary file beside --out, which is removed again. Both ratios are printed.
 //
+// Device: none to choose (no --device). Everything here runs on the CPU — loading, the one
+// pass over each weight that quantises it, and the writes — and the QuantizedLinear layers it
+// makes have CPU kernels only (nn/quantized.h), so `generate`/`eval` run an int8 checkpoint on
+// the CPU whatever --device auto finds.
+//
 // What it is not: activation quantisation, calibration, int4 or group-wise scales.
 #include <CLI/CLI.hpp>
 #include <cstdio>

@@ -35,6 +35,18 @@
 // --ep-size 1 its replica is the model; with p > 1 and MoE layers no checkpoint is written —
 // options.cpp refuses --out/--resume).
 //
+// Devices (--device, choose_device in commands.h): the model (and the teacher) is built, or
+// loaded, on the CPU and moved with Module::to(device) before the GradientReducer and the
+// optimizer are made, so both hold the device tensors; every batch (x, y) is built on the CPU
+// (sampling, this rank's rows) and then moved. Checkpoints are written from any device
+// (save_safetensors copies each tensor to the CPU) and --resume loads into the model where it
+// is (load_state_dict and the optimizer copy each value onto its parameter's device). The
+// bookkeeping collectives (losses, routing records, generator states, clipping's expert norm)
+// move small CPU tensors (MPI) whatever the device. With several ranks "auto" stays on the CPU
+// (device.cpp says why); an explicit cuda goes ahead: the GradientReducer's collectives then
+// move CUDA tensors over NCCL (dist/transport.h), or its first one fails saying why (a build
+// without NCCL, two ranks on one GPU).
+//
 // What it is not: mixed precision, overlap of gradient reduction with backward, expert-parallel
 // checkpoints.
 #include <CLI/CLI.hpp>
@@ -170,15 +182,16 @@ void reduce_routing(std::vector<nlohmann::json>& records, dist::ProcessGroup& wo
   }
 }
 
-// Mean LM loss over the fixed evaluation batches of a split (eval mode, no grad).
-double estimate_loss(Transformer& model, const data::TextDataset& ds, data::Split split, const TrainOptions& o) {
+// Mean LM loss over the fixed evaluation batches of a split (eval mode, no grad), on `device`.
+double estimate_loss(Transformer& model, const data::TextDataset& ds, data::Split split, const TrainOptions& o,
+                     Device device) {
   autograd::NoGradGuard no_grad;
   model.eval();
   Generator gen(o.seed ^ kEvalSeedSalt);
   double total = 0;
   for (int64_t i = 0; i < o.eval_iters; ++i) {
     data::TextBatch b = ds.sample(split, o.batch_size, gen);
-    total += lm_loss(model.forward(b.x), b.y).item<double>();
+    total += lm_loss(model.forward(b.x.to(device)), b.y.to(device)).item<double>();
   }
   model.train();
   return total / double(o.eval_iters);
@@ -198,7 +211,7 @@ int run_train(const TrainOptions& opts) {
   std::optional<Loaded> teacher;
   std::shared_ptr<const data::Tokenizer> tokenizer;
   if (distill) {
-    teacher = load_llm(o.teacher);
+    teacher = load_llm(o.teacher);   // on the CPU; moved below, once the device is chosen
     teacher->model->eval();   // frozen; eval routing draws no random numbers
     tokenizer = teacher->tokenizer;
     // The student is the teacher's architecture with --student-layers blocks and, unless
@@ -225,10 +238,15 @@ int run_train(const TrainOptions& opts) {
   // again (usage error, exit 2; every rank finds it alike).
   check_expert_parallel(o, o.model.experts_per_layer(), W);
   const bool write_checkpoints = o.ep_size == 1 || !o.model.has_moe();
+  // A usage error (an int8 teacher on cuda) is found alike on every rank.
+  const RunDevice run_device = choose_device(o.device, W, distill && teacher->quantized ? teacher->path : "");
+  const Device device = run_device.device;
+  if (distill) teacher->model->to(device);
 
   auto model_gen = std::make_shared<Generator>(o.seed);
   Generator data_gen(o.seed + 1);
   Transformer model(o.model, model_gen, o.ep_size);
+  model.to(device);   // before the reducer and the optimizer take its parameters
   // Same seed, same initial weights on every rank; the broadcast makes it a guarantee.
   std::unique_ptr<dist::GradientReducer> reducer;
   if (W > 1) {
@@ -240,6 +258,8 @@ int run_train(const TrainOptions& opts) {
   double best_val = INFINITY;
   bool rank_stream_restored = false;
   if (o.resume) {
+    // Into the model and optimizer where they are: the file's CPU tensors are copied onto each
+    // parameter's device (Module::load_state_dict, Optimizer::load_state_dict).
     nn::Metadata meta = nn::load_checkpoint(last_path, model, optimizer.get());
     step = nn::require_meta_count(meta, "step", last_path);
     best_val = nn::require_meta_number(meta, "best_val_loss", last_path);
@@ -279,11 +299,11 @@ int run_train(const TrainOptions& opts) {
   }
   if (lead) {
     std::printf("mox-llm %s: %s, %lld params, %s; %lld train / %lld val tokens; batch %lld x %lld tokens, grad_accum %lld, "
-                "%lld iters, %lld threads%s\n",
+                "%lld iters, %s, %lld threads%s\n",
                 distill ? "distill" : "train", model.repr().c_str(), (long long)num_params,
                 ds->tokenizer().describe().c_str(), (long long)ds->size(data::Split::train),
                 (long long)ds->size(data::Split::val), (long long)o.batch_size, (long long)o.model.block_size,
-                (long long)o.grad_accum, (long long)o.max_iters, (long long)o.threads,
+                (long long)o.grad_accum, (long long)o.max_iters, run_device.summary.c_str(), (long long)o.threads,
                 W > 1 ? str(" per rank; ", W, " ranks (", o.batch_size / W, " sequences each), ep_size ", o.ep_size,
                             num_params != model.num_parameters() ? str(" (", model.num_parameters(), " params per rank)") : "")
                             .c_str()
@@ -324,7 +344,7 @@ int run_train(const TrainOptions& opts) {
     meta["data_rng"] = nn::generator_state(data_gen);
     meta["train_options"] = nlohmann::json{{"lr", o.lr}, {"min_lr", o.min_lr}, {"batch_size", o.batch_size},
                                            {"max_iters", o.max_iters}, {"seed", o.seed}, {"distill", distill},
-                                           {"world_size", W}}
+                                           {"world_size", W}, {"device", device.str()}}
                                 .dump();
     nn::save_checkpoint(path, model, optimizer.get(), meta);
   };
@@ -342,8 +362,8 @@ int run_train(const TrainOptions& opts) {
   for (;; ++step) {
     if ((step % o.eval_interval == 0 || step == o.max_iters) && step != skip_eval_at) {
       const auto eval_start = Clock::now();
-      const double train_loss = estimate_loss(model, *ds, data::Split::train, o);
-      const double val_loss = estimate_loss(model, *ds, data::Split::val, o);
+      const double train_loss = estimate_loss(model, *ds, data::Split::train, o, device);
+      const double val_loss = estimate_loss(model, *ds, data::Split::val, o, device);
       const double secs = std::chrono::duration<double>(Clock::now() - run_start).count();
       if (lead) {
         std::printf("step %lld: train loss %.4f, val loss %.4f (%.0f s)\n", (long long)step, train_loss, val_loss, secs);
@@ -366,8 +386,9 @@ int run_train(const TrainOptions& opts) {
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
       // The global batch on every rank (B offsets from the shared generator), then this rank's rows.
       const data::TextBatch b = shard(ds->sample(data::Split::train, o.batch_size, data_gen), world);
-      Tensor logits = model.forward(b.x);   // (B, T, V)
-      Tensor ce = lm_loss(logits, b.y);
+      const Tensor x = b.x.to(device), y = b.y.to(device);   // (B/W, T) each, on the model's device
+      Tensor logits = model.forward(x);   // (B, T, V)
+      Tensor ce = lm_loss(logits, y);
       Tensor loss = ce;
       if (has_moe) {
         Tensor aux = model.aux_loss(o.moe_loss_coeff);
@@ -379,7 +400,7 @@ int run_train(const TrainOptions& opts) {
         Tensor t_logits;
         {
           autograd::NoGradGuard no_grad;
-          t_logits = teacher->model->forward(b.x);
+          t_logits = teacher->model->forward(x);
         }
         Tensor kd = kd_loss(logits, t_logits, o.kd_beta, o.kd_temp);
         step_kd += kd.item<double>();
