@@ -29,10 +29,10 @@ TEST(EngineResume, CheckpointMovesBetweenWorldAndExpertParallelSizes) {
   auto job = [&](const std::string& phase, int ranks, int ep) {
     const std::string env = "MOX_ENGINE_CKPT_PHASE=" + phase + " MOX_ENGINE_CKPT_DIR=" + sh_quote(dir.path("")) +
                             " MOX_ENGINE_CKPT_EP=" + std::to_string(ep) + " ";
-    return mox::testing::run_program("/usr/bin/env", env + sh_quote(moxrun.string()) + " --num_gpus " +
-                                                         std::to_string(ranks) + " --threads 1 --timeout 60 " +
-                                                         sh_quote(tests.string()) +
-                                                         " --gtest_filter=EngineCheckpointPhase.* --gtest_color=no");
+    return mox::testing::run_moxrun(moxrun, "--num_gpus " + std::to_string(ranks) + " --threads 1 --timeout 60 " +
+                                                sh_quote(tests.string()) +
+                                                " --gtest_filter=EngineCheckpointPhase.* --gtest_color=no",
+                                    env);
   };
   ProgramResult saved = job("save", 4, 2);
   ASSERT_EQ(saved.code, 0) << saved.output;

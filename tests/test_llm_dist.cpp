@@ -16,17 +16,16 @@
 // Tiny model (2 layers, width 16) and a tiny corpus written to a temporary directory; each
 // run takes about a second, most of it mpirun's start-up. Skips without mpirun on PATH.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "tests/child_process.h"
+#include "tests/moxrun.h"
 #include "tests/temp_dir.h"
 
 namespace {
@@ -34,23 +33,6 @@ namespace {
 namespace fs = std::filesystem;
 using mox::testing::ProgramResult;
 using mox::testing::sh_quote;
-
-// <repo>/scripts/moxrun: the test binary is <repo>/<build dir>/bin/mox-tests.
-fs::path moxrun_script() {
-  std::error_code ec;
-  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return {};
-  const fs::path p = self.parent_path().parent_path().parent_path() / "scripts" / "moxrun";
-  return fs::is_regular_file(p) ? p : fs::path();
-}
-
-bool on_path(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs(path ? path : "");
-  for (std::string dir; std::getline(dirs, dir, ':');)
-    if (!dir.empty() && access((fs::path(dir) / name).c_str(), X_OK) == 0) return true;
-  return false;
-}
 
 size_t count_of(const std::string& text, const std::string& what) {
   size_t n = 0;
@@ -63,9 +45,9 @@ class LlmDist : public ::testing::Test {
   void SetUp() override {
     binary_ = mox::testing::program_beside_tests("mox-llm");
     if (binary_.empty()) GTEST_SKIP() << "mox-llm not built beside mox-tests (make all)";
-    moxrun_ = moxrun_script();
+    moxrun_ = mox::testing::moxrun_script();
     if (moxrun_.empty()) GTEST_SKIP() << "scripts/moxrun not found three levels above the test binary";
-    if (!on_path("mpirun")) GTEST_SKIP() << "mpirun not on PATH (make deps installs openmpi-bin)";
+    if (!mox::testing::on_path("mpirun")) GTEST_SKIP() << "mpirun not on PATH (make deps installs openmpi-bin)";
     std::ofstream out(dir_.path("text.txt"));
     for (int i = 0; i < 40; ++i) out << "First Citizen: Before we proceed any further, hear me speak.\n";
     data_ = dir_.path("text.txt");
@@ -74,8 +56,8 @@ class LlmDist : public ::testing::Test {
   ProgramResult one(const std::string& args) const { return mox::testing::run_program(binary_, args); }
   // Two ranks under moxrun: OMP_NUM_THREADS=1 each, a 60 s collective deadline (a hang fails).
   ProgramResult two(const std::string& args) const {
-    return mox::testing::run_program(moxrun_, "--num_gpus 2 --threads 1 --timeout 60 " + sh_quote(binary_.string()) +
-                                                   " " + args);
+    return mox::testing::run_moxrun(moxrun_, "--num_gpus 2 --threads 1 --timeout 60 " + sh_quote(binary_.string()) +
+                                                 " " + args);
   }
   std::string common() const {
     // --device cpu: the one-process reference must be a CPU run on a GPU machine too (auto would
