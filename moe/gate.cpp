@@ -190,20 +190,22 @@ GateOutput TopKGate::route_logits(const Tensor& logits) {
   std::vector<bool> kept_token(size_t(S), false);
   for (int64_t s : tok) kept_token[size_t(s)] = true;
   out.dropped_tokens = std::count(kept_token.begin(), kept_token.end(), false);
-  out.token = from_vector<int64_t>(tok, {N});
-  out.expert = from_vector<int64_t>(exp, {N});
-  out.slot = from_vector<int64_t>(slot, {N});
+  // Decisions are made on the host; the index lists live where the logits do.
+  const Device dev = logits.device();
+  out.token = from_vector<int64_t>(tok, {N}, dev);
+  out.expert = from_vector<int64_t>(exp, {N}, dev);
+  out.slot = from_vector<int64_t>(slot, {N}, dev);
 
   // ---- combine weights: the raw probability (k=1) or renormalised over the kept experts ----
   const DType dt = logits.dtype();
-  Tensor p = index_select(probs.reshape({S * E}), 0, from_vector<int64_t>(flat, {N}));   // (N)
+  Tensor p = index_select(probs.reshape({S * E}), 0, from_vector<int64_t>(flat, {N}, dev));   // (N)
   if (k == 1) {
     out.weight = p;
   } else {
-    Tensor denom = index_add(zeros({S}, dt), 0, out.token, p);   // (S)
+    Tensor denom = index_add(zeros({S}, dt, dev), 0, out.token, p);   // (S)
     const double eps = dt == DType::f64 ? std::numeric_limits<double>::epsilon()
                                         : double(std::numeric_limits<float>::epsilon());
-    out.weight = div(p, maximum(index_select(denom, 0, out.token), full({N}, eps, dt)));
+    out.weight = div(p, maximum(index_select(denom, 0, out.token), full({N}, eps, dt, dev)));
   }
 
   // ---- losses ----
@@ -216,7 +218,7 @@ GateOutput TopKGate::route_logits(const Tensor& logits) {
   for (double& c : ce) c /= double(S);
   Tensor me = mean(probs, {0});   // (E)
   const double scale = first_only ? double(E) : double(E) / double(k);
-  out.l_aux = mul(sum(mul(me, from_doubles(ce, {E}, dt))), scale);
+  out.l_aux = mul(sum(mul(me, from_doubles(ce, {E}, dt, dev))), scale);
   Tensor z = mean(square(logsumexp(logits, 1)));   // ()
   out.z_loss_unscaled = z.item<double>();
   out.z_loss = mul(z, cfg_.z_loss_coef);

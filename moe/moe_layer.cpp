@@ -89,10 +89,10 @@ Tensor MoE::experts_forward_parallel(const Tensor& xin, const GateOutput& g) {
   int64_t pos = 0;
   for (int64_t i = 0; i < El; ++i) {
     for (int64_t row : rows[size_t(i)]) back[size_t(row)] = pos++;
-    rows_of.push_back(from_vector(rows[size_t(i)], {int64_t(rows[size_t(i)].size())}));
+    rows_of.push_back(from_vector(rows[size_t(i)], {int64_t(rows[size_t(i)].size())}, xr.device()));
   }
   Tensor ye = run_local_experts(xr, rows_of);                                  // (R, M) in expert order
-  Tensor yr = r == 0 ? ye : index_select(ye, 0, from_vector(back, {r}));    // (R, M) in xr's order
+  Tensor yr = r == 0 ? ye : index_select(ye, 0, from_vector(back, {r}, xr.device()));    // (R, M) in xr's order
   return dist::all_to_all(ep_group_, yr, recv, send);                          // (N, M) in xin's order
 }
 

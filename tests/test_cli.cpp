@@ -42,7 +42,11 @@ class CifarCli : public ::testing::Test {
     binary_ = mox::testing::program_beside_tests("mox-cifar10");
     if (binary_.empty()) GTEST_SKIP() << "mox-cifar10 not found: build it with `make all` (it sits beside mox-tests)";
   }
-  ProgramResult run(const std::string& args) const { return mox::testing::run_program(binary_, args); }
+  // On the CPU unless a test chooses (on a GPU machine auto would pick CUDA, and these tests
+  // check CPU behaviour, bitwise resume included; the CUDA path is the GPU check's).
+  ProgramResult run(const std::string& args) const {
+    return mox::testing::run_program(binary_, (args.find("--device") == std::string::npos ? "--device cpu " : "") + args);
+  }
   std::string path(const std::string& name) const { return dir_.path(name); }
   void write_file(const std::string& name, size_t bytes) const {
     std::ofstream(path(name), std::ios::binary) << std::string(bytes, '\0');

@@ -165,7 +165,7 @@ int run(const Options& o) {
   manual_seed(o.seed);
   std::unique_ptr<MoeOptions> moe_options = make_moe_options(o);
   Net model(moe_options.get());
-  const Device device = examples::resolve_device(o.device);
+  const Device device = examples::resolve_device(o.device, world.size());
   model.to(device);
   // Same seed, same initial weights on every rank; the broadcast makes it a guarantee.
   std::unique_ptr<dist::GradientReducer> reducer;
@@ -192,7 +192,7 @@ int run(const Options& o) {
   if (lead)
     std::printf("mox-cifar10: %lld train / %lld test images, batch %lld, %s lr %g, %s, %lld threads, %lld params%s\n",
                 (long long)train_set->size(), (long long)test_set->size(), (long long)o.batch_size, o.optimizer.c_str(),
-                o.lr, examples::device_summary(device).c_str(), (long long)threads, (long long)model.num_parameters(),
+                o.lr, examples::device_summary(device, o.device, world.size()).c_str(), (long long)threads, (long long)model.num_parameters(),
                 world.size() > 1 ? str(", ", world.size(), " ranks (", lo.batch_size, " images each), ep_size ",
                                        o.ep_world_size).c_str()
                                  : "");

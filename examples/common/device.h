@@ -1,5 +1,7 @@
 // device.h — the examples' --device flag: "cpu", "cuda", "cuda:N", or "auto" (the default:
-// cuda when this build has the CUDA backend and a GPU is visible, else cpu).
+// cuda when this build has the CUDA backend and a GPU is visible and the job is one process,
+// else cpu). A multi-rank job stays on the CPU under auto: a rank cannot tell alone whether
+// every rank has a GPU of its own (NCCL refuses two ranks on one GPU); an explicit cuda is kept.
 //
 // device_validator() makes an unusable choice a usage error (exit 2) naming why: not a device
 // name, a CUDA-less build, no visible GPU, or an index other than 0 — one GPU per process, and
@@ -14,8 +16,8 @@
 
 namespace mox::examples {
 
-inline Device resolve_device(const std::string& text) {
-  if (text == "auto") return backend_available(DeviceType::CUDA) ? Device::cuda() : Device::cpu();
+inline Device resolve_device(const std::string& text, int64_t world_size = 1) {
+  if (text == "auto") return backend_available(DeviceType::CUDA) && world_size == 1 ? Device::cuda() : Device::cpu();
   return Device::parse(text);
 }
 
@@ -39,11 +41,16 @@ inline CLI::Validator device_validator() {
       "DEVICE");
 }
 
-// "device cpu (mox built without CUDA)", "device cpu (no CUDA device visible)", "device cuda:0".
-inline std::string device_summary(Device d) {
+// "device cpu (mox built without CUDA)", "device cpu (no CUDA device visible)", "device cuda:0",
+// "device cpu (2 ranks: auto keeps a multi-rank job on the CPU; ...)".
+inline std::string device_summary(Device d, const std::string& text = "", int64_t world_size = 1) {
   if (d.is_cuda()) return "device " + d.str();
   if (!cuda_built()) return "device cpu (mox built without CUDA)";
-  return backend_available(DeviceType::CUDA) ? "device cpu" : "device cpu (no CUDA device visible)";
+  if (!backend_available(DeviceType::CUDA)) return "device cpu (no CUDA device visible)";
+  if (text == "auto" && world_size > 1)
+    return "device cpu (" + std::to_string(world_size) +
+           " ranks: auto keeps a multi-rank job on the CPU; --device cuda for one GPU per rank)";
+  return "device cpu";
 }
 
 }  // namespace mox::examples

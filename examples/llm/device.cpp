@@ -2,11 +2,9 @@
 //
 // The flag's text is checked at parsing by examples::device_validator() (not a device, a
 // CUDA-less build, no visible GPU, an index other than 0: exit 2 naming why). choose_device()
-// then settles what "auto" means for this run: the GPU when one is visible, unless the job
-// has several ranks or the model is int8 (QuantizedLinear has CPU kernels only). Several
-// ranks: a rank cannot tell alone whether every rank has a GPU of its own (moxrun maps local
-// ranks round-robin onto the node's GPUs; NCCL refuses two ranks on one GPU), so auto keeps
-// the job on the CPU and its MPI collectives. An explicit cuda is never changed behind the
+// then settles what "auto" means for this run: examples::resolve_device's rule (the GPU when
+// one is visible and the job is one process), and the CPU for an int8 model (QuantizedLinear
+// has CPU kernels only). An explicit cuda is never changed behind the
 // user's back: with several ranks it is kept, and the gradient collectives run on CUDA tensors
 // over NCCL (dist/transport.h) or the first one fails saying why (a build without NCCL, two
 // ranks on one GPU); with an int8 model it is a usage error.
@@ -21,7 +19,7 @@
 namespace mox::llm {
 
 RunDevice choose_device(const std::string& flag, int64_t world_size, const std::string& int8_checkpoint) {
-  const Device wanted = examples::resolve_device(flag);
+  const Device wanted = examples::resolve_device(flag, world_size);
   const bool automatic = flag == "auto";
   if (!int8_checkpoint.empty() && wanted.is_cuda()) {
     if (!automatic)
@@ -30,10 +28,7 @@ RunDevice choose_device(const std::string& flag, int64_t world_size, const std::
                            "(nn/quantized.h); use --device cpu (or auto), or the float checkpoint it was made from"));
     return {Device::cpu(), "device cpu (int8 weights run on the CPU)"};
   }
-  if (world_size > 1 && wanted.is_cuda() && automatic)
-    return {Device::cpu(), str("device cpu (", world_size,
-                               " ranks: auto keeps a multi-rank job on the CPU; --device cuda for one GPU per rank)")};
-  return {wanted, examples::device_summary(wanted)};
+  return {wanted, examples::device_summary(wanted, flag, world_size)};
 }
 
 void add_device_flag(CLI::App& c, std::string& device) {
