@@ -24,7 +24,7 @@ cifar() {   # ranks ep → images/s of the last window
 llm() {     # ranks ep → median tokens/s after step 50
   scripts/moxrun --num_gpus "$1" --threads $((2 / $1)) build/bin/mox-llm train --preset shakespeare-cpu \
     --data "$DATA/tinyshakespeare/input.txt" --num-experts 4 --top-k 2 --expert-interval 2 --ep-size "$2" \
-    --max-iters 150 --eval-interval 150 --metrics "$work/m.jsonl" >/dev/null 2>&1
+    --max-iters 150 --eval-interval 150 --out "$work/out" --metrics "$work/m.jsonl" >/dev/null 2>&1
   python3 -c "import json,sys,statistics as s
 v=[r['tokens_per_s'] for r in map(json.loads,open(sys.argv[1])) if r.get('split')=='train' and r['step']>50]
 print(round(s.median(v)))" "$work/m.jsonl"
