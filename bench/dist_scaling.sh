@@ -21,10 +21,10 @@ cifar() {   # ranks ep → images/s of the last window
     --max-steps 2000 --log-interval 1000 --moe --num-experts 2 --ep-world-size "$2" --top-k 1 \
     --noisy-gate-policy RSample --optimizer adam 2>/dev/null | grep images/s | tail -1 | sed -E 's/.* ([0-9]+) images\/s.*/\1/'
 }
-llm() {     # ranks ep → median tokens/s after step 50
+llm() {     # ranks ep → median tokens/s after step 50 (checkpoints into $work; none with EP > 1)
   scripts/moxrun --num_gpus "$1" --threads $((2 / $1)) build/bin/mox-llm train --preset shakespeare-cpu \
     --data "$DATA/tinyshakespeare/input.txt" --num-experts 4 --top-k 2 --expert-interval 2 --ep-size "$2" \
-    --max-iters 150 --eval-interval 150 --out "$work/out" --metrics "$work/m.jsonl" >/dev/null 2>&1
+    --max-iters 150 --eval-interval 150 $([ "$2" = 1 ] && echo --out "$work/out") --metrics "$work/m.jsonl" >/dev/null 2>&1
   python3 -c "import json,sys,statistics as s
 v=[r['tokens_per_s'] for r in map(json.loads,open(sys.argv[1])) if r.get('split')=='train' and r['step']>50]
 print(round(s.median(v)))" "$work/m.jsonl"
