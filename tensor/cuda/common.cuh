@@ -57,6 +57,28 @@ __device__ __forceinline__ int64_t offset_of(const View& v, int64_t i) {
   return off;
 }
 
+// Compute type: 16-bit floats compute in float, everything else in itself (as the CPU).
+template <typename T> struct acc { using type = T; };
+template <> struct acc<::mox::half> { using type = float; };
+template <> struct acc<::mox::bfloat16> { using type = float; };
+template <typename T> using acc_t = typename acc<T>::type;
+
+template <typename T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
+
+// Device scratch memory from the stream-ordered pool, freed (stream-ordered) on scope exit.
+struct Scratch {
+  void* p = nullptr;
+  explicit Scratch(size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMallocAsync(&p, bytes, stream()));
+  }
+  ~Scratch() {
+    if (p) cudaFreeAsync(p, stream());
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  template <typename U> U* as() const { return static_cast<U*>(p); }
+};
+
 #define MOX_GRID_STRIDE(i, n) \
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(blockDim.x) * gridDim.x)
 

@@ -30,13 +30,8 @@ namespace mox {
 
 namespace {
 
-// Compute type: 16-bit floats compute in float, everything else in itself (as the CPU).
-template <typename T> struct acc { using type = T; };
-template <> struct acc<half> { using type = float; };
-template <> struct acc<bfloat16> { using type = float; };
-template <typename T> using acc_t = typename acc<T>::type;
-
-template <typename T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
+using cuda::acc_t;
+using cuda::ptr;
 
 // ------------------------------------------------------------------ strided operands
 

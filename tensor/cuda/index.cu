@@ -44,29 +44,12 @@ namespace mox {
 
 namespace {
 
-template <typename T> struct acc { using type = T; };
-template <> struct acc<half> { using type = float; };
-template <> struct acc<bfloat16> { using type = float; };
-template <typename T> using acc_t = typename acc<T>::type;
-
-template <typename T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
+using cuda::acc_t;
+using cuda::ptr;
+using cuda::Scratch;
 
 constexpr int kBlock = 256;
 constexpr int kWarp = 32;
-
-// Device scratch memory from the stream-ordered pool, freed (stream-ordered) on scope exit.
-struct Scratch {
-  void* p = nullptr;
-  explicit Scratch(size_t bytes) {
-    if (bytes) CUDA_CHECK(cudaMallocAsync(&p, bytes, cuda::stream()));
-  }
-  ~Scratch() {
-    if (p) cudaFreeAsync(p, cuda::stream());
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  template <typename U> U* as() const { return static_cast<U*>(p); }
-};
 
 // Bits needed to represent every value in [0, n) (at least 1).
 int bits_for(int64_t n) {

@@ -45,10 +45,7 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
           const void* a, int64_t lda, int64_t stride_a, const void* b, int64_t ldb, int64_t stride_b,
           double beta, void* c, int64_t ldc, int64_t stride_c, int64_t batch);
 
-// The type kernels accumulate in: double for f64, float for f32 and the 16-bit floats.
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
-template <typename T> using acc_t = typename Acc<T>::type;
+// Kernels accumulate in acc_t (common.cuh): double for f64, float for f32 and the 16-bit floats.
 
 __device__ __forceinline__ float dev_exp(float x) { return expf(x); }
 __device__ __forceinline__ double dev_exp(double x) { return exp(x); }

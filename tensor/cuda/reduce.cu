@@ -42,16 +42,13 @@ namespace mox {
 
 namespace {
 
-template <typename T> struct acc { using type = T; };
-template <> struct acc<half> { using type = float; };
-template <> struct acc<bfloat16> { using type = float; };
-template <typename T> using acc_t = typename acc<T>::type;
+using cuda::acc_t;
+using cuda::ptr;
+using cuda::Scratch;
 
 // Accumulator of sums/products: double for floats, int64 for integers (the CPU's sum_t).
 template <typename T>
 using sum_t = std::conditional_t<std::is_floating_point_v<acc_t<T>>, double, int64_t>;
-
-template <typename T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
 
 constexpr int kBlock = 256;
 
@@ -178,20 +175,6 @@ __global__ void reduce_partials_kernel(const S* partial, int64_t rows, int64_t c
     out[r] = finish<T, S>(op, acc, cols);
   }
 }
-
-// Device scratch memory from the stream-ordered pool, freed (stream-ordered) on scope exit.
-struct Scratch {
-  void* p = nullptr;
-  explicit Scratch(size_t bytes) {
-    if (bytes) CUDA_CHECK(cudaMallocAsync(&p, bytes, cuda::stream()));
-  }
-  ~Scratch() {
-    if (p) cudaFreeAsync(p, cuda::stream());
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  template <typename U> U* as() const { return static_cast<U*>(p); }
-};
 
 // ------------------------------------------------------------------ arg_reduce
 
