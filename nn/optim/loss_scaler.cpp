@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <unordered_map>
 
+#include "nn/optim/state_text.h"
 #include "tensor/ops.h"
 
 namespace mox::optim {
@@ -19,30 +20,6 @@ namespace {
 constexpr double kScaleFactor = 2;   // DeepSpeed's scale_factor; the fp16 config has no key for it
 
 const char* const kKeys[] = {"cur_scale", "cur_iter", "last_overflow_iter", "cur_hysteresis"};
-
-std::string exact_text(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
-}
-
-double parse_double(const std::string& key, const std::string& text) {
-  errno = 0;
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  MOX_CHECK(!text.empty() && *end == '\0' && errno == 0, "loss scaler state: key '", key,
-            "' holds '", text, "', expected a number");
-  return v;
-}
-
-int64_t parse_int(const std::string& key, const std::string& text) {
-  errno = 0;
-  char* end = nullptr;
-  const long long v = std::strtoll(text.c_str(), &end, 10);
-  MOX_CHECK(!text.empty() && *end == '\0' && errno == 0, "loss scaler state: key '", key,
-            "' holds '", text, "', expected an integer");
-  return int64_t(v);
-}
 
 }  // namespace
 
@@ -160,10 +137,10 @@ void LossScaler::load_state(const std::map<std::string, std::string>& state) {
     MOX_CHECK(it != state.end(), "loss scaler state: missing key '", key, "'");
     return it->second;
   };
-  const double scale = parse_double("cur_scale", text("cur_scale"));
-  const int64_t iter = parse_int("cur_iter", text("cur_iter"));
-  const int64_t last = parse_int("last_overflow_iter", text("last_overflow_iter"));
-  const int64_t hyst = parse_int("cur_hysteresis", text("cur_hysteresis"));
+  const double scale = parse_state_double("loss scaler state", "cur_scale", text("cur_scale"));
+  const int64_t iter = parse_state_int("loss scaler state", "cur_iter", text("cur_iter"), INT64_MIN, "an integer");
+  const int64_t last = parse_state_int("loss scaler state", "last_overflow_iter", text("last_overflow_iter"), INT64_MIN, "an integer");
+  const int64_t hyst = parse_state_int("loss scaler state", "cur_hysteresis", text("cur_hysteresis"), INT64_MIN, "an integer");
 
   MOX_CHECK(std::isfinite(scale) && scale > 0, "loss scaler state: key 'cur_scale' holds ", scale,
             ", expected a finite value > 0");

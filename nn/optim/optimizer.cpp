@@ -1,6 +1,8 @@
 // optimizer.cpp — the Optimizer base: group checks, the step loop, zero_grad, state save/load.
 #include "nn/optim/optimizer.h"
 
+#include "nn/optim/state_text.h"
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -10,33 +12,6 @@
 
 namespace mox::optim {
 
-namespace {
-
-std::string exact_text(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
-}
-
-double parse_double(const std::string& key, const std::string& text) {
-  errno = 0;
-  char* end = nullptr;
-  double v = std::strtod(text.c_str(), &end);
-  MOX_CHECK(!text.empty() && *end == '\0' && errno == 0, "optimizer state: key '", key,
-            "' holds '", text, "', expected a number");
-  return v;
-}
-
-int64_t parse_step(const std::string& key, const std::string& text) {
-  errno = 0;
-  char* end = nullptr;
-  long long v = std::strtoll(text.c_str(), &end, 10);
-  MOX_CHECK(!text.empty() && *end == '\0' && errno == 0 && v >= 1, "optimizer state: key '",
-            key, "' holds '", text, "', expected a step count >= 1");
-  return int64_t(v);
-}
-
-}  // namespace
 
 ParamGroup make_group(const std::string& name, const NamedTensors& params) {
   ParamGroup g;
@@ -189,7 +164,7 @@ void Optimizer::load_state_dict(const OptimizerState& state) {
     const std::string lr_key = g.name + ".lr";
     auto lr_it = state.meta.find(lr_key);
     MOX_CHECK(lr_it != state.meta.end(), "optimizer state: missing key '", lr_key, "'");
-    double lr = parse_double(lr_key, lr_it->second);
+    double lr = parse_state_double("optimizer state", lr_key, lr_it->second);
     MOX_CHECK(std::isfinite(lr) && lr >= 0, "optimizer state: key '", lr_key, "' holds lr ", lr,
               ", expected a finite value >= 0");
     lrs.push_back(lr);
@@ -201,7 +176,7 @@ void Optimizer::load_state_dict(const OptimizerState& state) {
       Planned entry{gi, i, 0, {}};
       auto step_it = state.meta.find(prefix + "step");
       if (step_it != state.meta.end()) {
-        entry.step = parse_step(step_it->first, step_it->second);
+        entry.step = parse_state_int("optimizer state", step_it->first, step_it->second, 1, "a step count >= 1");
         used_meta.insert(step_it->first);
         for (const std::string& n : names) {
           const std::string key = prefix + n;
