@@ -119,7 +119,7 @@ LLM_LIB_OBJ := $(addprefix $(BUILD)/obj/examples/llm/,config.o model.o checkpoin
 BENCH_SRC := $(wildcard bench/*.cpp)
 BENCH_BIN := $(BENCH_SRC:bench/%.cpp=$(BIN)/mox-%)
 
-.PHONY: all lib test cifar10 bench deps data clean banner check-deps
+.PHONY: all lib test cifar10 bench bench-compare deps data clean banner check-deps
 all: banner $(LIB) $(CIFAR_BIN) $(LLM_BIN) $(TEST_BIN) $(DIST_TEST_BIN) $(BENCH_BIN)
 lib: $(LIB)
 
@@ -160,6 +160,11 @@ $(LLM_BIN): $(LLM_OBJ) $(LINK_LIB)
 	@mkdir -p $(BIN)
 	$(CXX) $(CXXFLAGS) $(LLM_OBJ) $(LINK_LIB) -o $@ $(LDLIBS)
 
+# bench-compare's mox side runs the LLM example's model too.
+$(BIN)/mox-workloads: $(BUILD)/obj/bench/workloads.o $(LLM_LIB_OBJ) $(LINK_LIB)
+	@mkdir -p $(BIN)
+	$(CXX) $(CXXFLAGS) $< $(LLM_LIB_OBJ) $(LINK_LIB) -o $@ $(LDLIBS)
+
 $(BIN)/mox-%: $(BUILD)/obj/bench/%.o $(LINK_LIB)
 	@mkdir -p $(BIN)
 	$(CXX) $(CXXFLAGS) $< $(LINK_LIB) -o $@ -lbenchmark $(LDLIBS)
@@ -186,7 +191,20 @@ cifar10: deps $(CIFAR_BIN)
 	$(CIFAR_BIN) --data $(MOX_DATA)/cifar10 --threads $(THREADS)
 
 bench: deps $(BENCH_BIN)
-	@for b in $(BENCH_BIN); do echo "== $$b"; OMP_NUM_THREADS=$(THREADS) $$b || exit 1; done
+	@for b in $(filter-out $(BIN)/mox-workloads,$(BENCH_BIN)); do echo "== $$b"; OMP_NUM_THREADS=$(THREADS) $$b || exit 1; done
+
+# make bench-compare [TORCH_PYTHON=/path/to/python] [COMPARE_ARGS="--reps 5 --only gpt_dense"]:
+# mox against PyTorch on this CPU (bench/compare.py), table into bench/RESULTS.md. Without
+# TORCH_PYTHON, PyTorch comes from PyPI into .venv-bench/ the first time (several GB: PyPI's
+# Linux wheel brings CUDA libraries it does not use here). Never needed by `make test`.
+TORCH_PYTHON ?= .venv-bench/bin/python
+bench-compare: deps $(BIN)/mox-workloads
+	@if [ ! -x "$(TORCH_PYTHON)" ]; then \
+	  if [ "$(TORCH_PYTHON)" != .venv-bench/bin/python ]; then echo "bench-compare: TORCH_PYTHON=$(TORCH_PYTHON) is not an executable"; exit 2; fi; \
+	  echo "bench-compare: installing PyTorch from PyPI into .venv-bench/"; \
+	  python3 -m venv .venv-bench && .venv-bench/bin/pip install --quiet torch numpy || exit 1; \
+	fi
+	python3 bench/compare.py --python $(TORCH_PYTHON) --threads $(THREADS) --results bench/RESULTS.md $(COMPARE_ARGS)
 
 # ---------------------------------------------------------------- fuzzing (clang libFuzzer)
 # make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="safetensors image"]: build the targets of fuzz/
