@@ -26,10 +26,11 @@ THREADS ?= 2
 DEBUG   ?= 0
 
 # ---------------------------------------------------------------- feature detection
-APT_PACKAGES := g++ make libopenblas-openmp-dev libgtest-dev libbenchmark-dev \
+APT_PACKAGES := g++ make libopenblas-openmp-dev libdnnl-dev libgtest-dev libbenchmark-dev \
                 nlohmann-json3-dev libstb-dev libcli11-dev libopenmpi-dev openmpi-bin curl
 have_header = $(shell echo '\#include <$(1)>' | $(CXX) -x c++ -E - >/dev/null 2>&1 && echo 1)
 HAVE_OPENBLAS := $(call have_header,cblas.h)
+HAVE_ONEDNN   := $(call have_header,oneapi/dnnl/dnnl.h)
 HAVE_GTEST    := $(call have_header,gtest/gtest.h)
 HAVE_JSON     := $(call have_header,nlohmann/json.hpp)
 HAVE_STB      := $(call have_header,stb/stb_image.h)
@@ -87,7 +88,7 @@ $(BUILD)/obj/datasets/stb_image_impl.o: CXXFLAGS += $(STB_UBSAN_EXCEPTIONS)
 $(BUILD)/obj/tests/test_datasets.o: CXXFLAGS += -fno-sanitize=shift-base
 endif
 CXXFLAGS += -std=c++17 $(OPT) -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -MMD -MP
-LDLIBS   += -fopenmp -lopenblas -lpthread $(MPI_LIBS) $(if $(filter 1,$(CUDA)),$(CUDA_LIBS))
+LDLIBS   += -fopenmp -ldnnl -lopenblas -lpthread $(MPI_LIBS) $(if $(filter 1,$(CUDA)),$(CUDA_LIBS))
 $(BUILD)/obj/dist/%.o: CXXFLAGS += $(MPI_CFLAGS)
 
 # ---------------------------------------------------------------- sources
@@ -126,6 +127,7 @@ lib: $(LIB)
 banner:
 	@echo "mox build — features:"
 	@echo "  OpenBLAS  $(call yesno,$(HAVE_OPENBLAS))"
+	@echo "  oneDNN    $(call yesno,$(HAVE_ONEDNN)) (f32 GEMMs ≥ 2M multiply-adds, tensor/cpu/blas.h)"
 	@echo "  MPI       $(call yesno,$(HAVE_MPI))"
 	@echo "  CUDA      $(if $(NVCC),found ($(NVCC)),not found) — backend $(if $(filter 1,$(CUDA)),built for sm_$(CUDA_ARCH) + PTX,not built (CPU only$(if $(NVCC),; CUDA=0)))"
 	@echo "  cuDNN     $(call yesno,$(HAVE_CUDNN))"
@@ -220,7 +222,7 @@ FUZZ_TARGETS  ?= safetensors cifar10 image checkpoint tokenizer text llm_config 
 FUZZ_CXXFLAGS := -std=c++17 -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter \
                  -Wno-unknown-pragmas -Wno-source-uses-openmp -Wno-unused-variable -Wno-unused-const-variable -I. -MMD -MP \
                  -fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_LDLIBS   := -lopenblas -lgomp -lpthread $(MPI_LIBS)
+FUZZ_LDLIBS   := -ldnnl -lopenblas -lgomp -lpthread $(MPI_LIBS)
 FUZZ_LIB      := $(FUZZ_BUILD)/libmox.a
 FUZZ_LIB_OBJ  := $(LIB_SRC:%.cpp=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS     := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/bin/fuzz_%)

@@ -3,13 +3,13 @@
 // Images of a batch are processed in parallel, one per OpenMP thread, each with its own
 // column buffer and single-threaded GEMMs (small convolutions do not profit from threaded
 // BLAS); weight gradients are summed from per-thread partials. f32 and f64 only.
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <limits>
 #include <vector>
 
+#include "tensor/cpu/blas.h"
 #include "tensor/cpu/cpu_backend.h"
 #include "tensor/cpu/loops.h"
 
@@ -84,15 +84,11 @@ void col2im_add(const ConvGeometry& g, const T* col, T* x) {
       }
 }
 
-// C(M,N) = op(A)·op(B) + beta·C, row-major, single precision or double.
+// C(M,N) = op(A)·op(B) + beta·C, row-major, single precision or double (tensor/cpu/blas.h).
 template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc) {
-  auto tA = ta ? CblasTrans : CblasNoTrans, tB = tb ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, tA, tB, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-  else
-    cblas_dgemm(CblasRowMajor, tA, tB, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc);
+  cpu::gemm(ta, tb, M, N, K, T(1), A, lda, B, ldb, beta, C, ldc);
 }
 
 template <typename F> void dispatch_blas(DType t, const char* op, F&& f) {

@@ -1,10 +1,9 @@
-// gemm.cpp — CPU batched matrix multiply through OpenBLAS (f32/f64); 16-bit floats are
-// widened to f32 first (a reference path, not a fast one).
+// gemm.cpp — CPU batched matrix multiply through cpu::gemm (tensor/cpu/blas.h: oneDNN or
+// OpenBLAS, f32/f64); 16-bit floats are widened to f32 first (a reference path, not a fast one).
 //
 // Each operand's last two dims must have a unit stride in one of them (the front-end
 // guarantees it), which maps to a BLAS transpose flag and leading dimension with no copy.
-#include <cblas.h>
-
+#include "tensor/cpu/blas.h"
 #include "tensor/cpu/cpu_backend.h"
 #include "tensor/cpu/loops.h"
 #include "tensor/ops.h"
@@ -13,23 +12,14 @@ namespace mox {
 
 namespace {
 struct GemmOperand {
-  CBLAS_TRANSPOSE trans;
+  bool trans;
   int64_t ld;
 };
 
 // How BLAS sees the (rows, cols) matrix with the given strides.
 GemmOperand blas_layout(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
-  if (col_stride == 1 || cols == 1) return {CblasNoTrans, std::max<int64_t>(row_stride, std::max<int64_t>(cols, 1))};
-  return {CblasTrans, std::max<int64_t>(col_stride, std::max<int64_t>(rows, 1))};
-}
-
-template <typename T>
-void gemm(const GemmOperand& ga, const GemmOperand& gb, int64_t M, int64_t N, int64_t K,
-          const T* a, const T* b, T* c, T beta) {
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, ga.trans, gb.trans, M, N, K, 1.0f, a, ga.ld, b, gb.ld, beta, c, N);
-  else
-    cblas_dgemm(CblasRowMajor, ga.trans, gb.trans, M, N, K, 1.0, a, ga.ld, b, gb.ld, beta, c, N);
+  if (col_stride == 1 || cols == 1) return {false, std::max<int64_t>(row_stride, std::max<int64_t>(cols, 1))};
+  return {true, std::max<int64_t>(col_stride, std::max<int64_t>(rows, 1))};
 }
 }  // namespace
 
@@ -61,7 +51,8 @@ void CpuBackend::bmm(const Tensor& a, const Tensor& b, const Tensor& out, bool a
       const bool per_thread = B > 1 && M * N * K < (1 << 18) && B * M * N * K >= cpu::kParallelGrain * 8;
 #pragma omp parallel for if (per_thread) schedule(static)
       for (int64_t i = 0; i < B; ++i)
-        gemm<T>(ga, gb, M, N, K, ap + i * a.stride(0), bp + i * b.stride(0), cp + i * M * N, beta);
+        cpu::gemm(ga.trans, gb.trans, M, N, K, T(1), ap + i * a.stride(0), ga.ld, bp + i * b.stride(0), gb.ld, beta,
+                  cp + i * M * N, N);
     }
   });
 }

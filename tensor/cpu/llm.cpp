@@ -2,14 +2,13 @@
 // (one pass per row), scaled dot-product attention (one task per batch × head), bias + GELU
 // and rotary position embedding.
 //
-// Attention runs each (batch, head) on one OpenMP thread with single-threaded OpenBLAS GEMMs
+// Attention runs each (batch, head) on one OpenMP thread with single-threaded GEMMs (cpu::gemm)
 // that read q, k, v (and write the output) through their strides, so the head views of a
 // fused qkv projection need no copy; the T×Tk scores live in the kept probabilities or in a
 // per-thread scratch. Norm statistics accumulate in double; weight gradients are summed
 // from per-thread partials. f32 and f64 only (16-bit floats are an error: convert to f32).
 // Not here: shape checks (the front-ends in autograd/functions_llm.cpp), masks other than
 // causal, a flash-style tiled attention (T is small enough for the T×Tk scores to fit).
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include <cstring>
 #include <vector>
 
+#include "tensor/cpu/blas.h"
 #include "tensor/cpu/cpu_backend.h"
 #include "tensor/cpu/loops.h"
 
@@ -34,16 +34,6 @@ template <typename F> void dispatch_f32_f64(DType t, const char* op, F&& f) {
   }
 }
 
-// c (M×N, leading dim ldc) = alpha·op(a)·op(b) + beta·c, row-major.
-template <typename T>
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* a, int64_t lda,
-          const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
-  else
-    cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
-}
 
 // exp(x) for x ≤ 0 in f32 without a libm call, so the softmax and GELU loops vectorise:
 // Cephes' expf (x = n·ln2 + r, a degree-6 polynomial in r, times 2^n), within 2 ulp; 0 below
@@ -214,7 +204,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, bo
         for (int64_t h = 0; h < H; ++h) {
           const int64_t bh = b * H + h;
           T* p = P ? P + bh * plane : scratch.data();
-          gemm<T>(false, true, Tq, Tk, D, T(scale), Q.at(b, h), Q.ld, K.at(b, h), K.ld, T(0), p, Tk);   // (Tq, Tk)
+          cpu::gemm(false, true, Tq, Tk, D, T(scale), Q.at(b, h), Q.ld, K.at(b, h), K.ld, T(0), p, Tk);   // (Tq, Tk)
           masked_softmax_rows(p, Tq, Tk, causal);
           const T* weights = p;
           if (keeps) {
@@ -223,7 +213,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, bo
             for (int64_t i = 0; i < plane; ++i) dropped[i] = p[i] * kp[i];
             weights = dropped;
           }
-          gemm<T>(false, false, Tq, D, Tk, T(1), weights, Tk, V.at(b, h), V.ld, T(0), O.at(b, h), O.ld);   // (Tq, D)
+          cpu::gemm(false, false, Tq, D, Tk, T(1), weights, Tk, V.at(b, h), V.ld, T(0), O.at(b, h), O.ld);   // (Tq, D)
         }
     }
   });
@@ -258,8 +248,8 @@ void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tens
             weights = dropped;
           }
           const T* go = GO.at(b, h);
-          gemm<T>(true, false, Tk, D, Tq, T(1), weights, Tk, go, GO.ld, T(0), GV.at(b, h), GV.ld);   // gv = wᵀ·gout
-          gemm<T>(false, true, Tq, Tk, D, T(1), go, GO.ld, V.at(b, h), V.ld, T(0), dp, Tk);         // gout·vᵀ
+          cpu::gemm(true, false, Tk, D, Tq, T(1), weights, Tk, go, GO.ld, T(0), GV.at(b, h), GV.ld);   // gv = wᵀ·gout
+          cpu::gemm(false, true, Tq, Tk, D, T(1), go, GO.ld, V.at(b, h), V.ld, T(0), dp, Tk);         // gout·vᵀ
           if (kp)
             for (int64_t i = 0; i < plane; ++i) dp[i] *= kp[i];
           // Softmax backward, row by row: ds = p ⊙ (dp − Σ_j p·dp).
@@ -270,8 +260,8 @@ void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tens
             for (int64_t j = 0; j < Tk; ++j) dot += pr[j] * dr[j];
             for (int64_t j = 0; j < Tk; ++j) dr[j] = pr[j] * (dr[j] - dot);
           }
-          gemm<T>(false, false, Tq, D, Tk, T(scale), dp, Tk, K.at(b, h), K.ld, T(0), GQ.at(b, h), GQ.ld);  // gq = s·ds·k
-          gemm<T>(true, false, Tk, D, Tq, T(scale), dp, Tk, Q.at(b, h), Q.ld, T(0), GK.at(b, h), GK.ld);   // gk = s·dsᵀ·q
+          cpu::gemm(false, false, Tq, D, Tk, T(scale), dp, Tk, K.at(b, h), K.ld, T(0), GQ.at(b, h), GQ.ld);  // gq = s·ds·k
+          cpu::gemm(true, false, Tk, D, Tq, T(scale), dp, Tk, Q.at(b, h), Q.ld, T(0), GK.at(b, h), GK.ld);   // gk = s·dsᵀ·q
         }
     }
   });
