@@ -14,8 +14,10 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   for (const Tensor& p : params) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    Tensor g64 = raw::to_dtype(g, DType::f64);
-    sum_sq += raw::sum(raw::unary(UnaryOp::square, g64)).item<double>();
+    // Squares in f32 (16-bit grads widened first: their squares overflow) or f64, summed in
+    // double by the backend's reduction: one temporary per grad.
+    if (g.dtype() == DType::f16 || g.dtype() == DType::bf16) g = raw::to_dtype(g, DType::f32);
+    sum_sq += raw::sum(raw::unary(UnaryOp::square, g)).to(DType::f64).item<double>();
   }
   const double norm = std::sqrt(sum_sq);
   if (!std::isfinite(norm)) return norm;
