@@ -56,6 +56,14 @@ bool needs_grad(std::initializer_list<const Tensor*> inputs) {
   return false;
 }
 
+bool widen_on_cpu(std::initializer_list<const Tensor*> inputs) {
+  const Tensor* first = *inputs.begin();
+  if (!first->device().is_cpu() || (first->dtype() != DType::f16 && first->dtype() != DType::bf16)) return false;
+  for (const Tensor* t : inputs)
+    if (t->defined() && (t->dtype() != first->dtype() || t->device() != first->device())) return false;
+  return true;
+}
+
 Tensor record(const char* op, Tensor out, const std::vector<const Tensor*>& inputs, BackwardFn backward) {
   auto node = std::make_shared<Node>();
   node->op = op;

@@ -2,7 +2,8 @@
 // scaled_dot_product_attention and apply_rotary: the layers of a GPT / Llama-style model.
 //
 // Each is one graph node: the front-end checks shapes and dtypes, then calls the fused
-// forward and backward kernels of the backend table (CPU: tensor/cpu/llm.cpp). Attention-
+// forward and backward kernels of the backend table (CPU: tensor/cpu/llm.cpp; 16-bit inputs
+// run there on f32 copies, widen_on_cpu in autograd/node.h). Attention-
 // layout results and gradients (B, H, T, D) are views of (B, T, H, D) memory, as PyTorch's
 // flash attention returns them: merging heads, and the gradient of a head view of a fused
 // qkv projection, then need no copy. Not here: the modules (nn/embedding.h, nn/norm.h,
@@ -84,6 +85,8 @@ Tensor norm_fn(const char* op, const Tensor& x, const Tensor& w, const Tensor& b
   MOX_CHECK(x.dim() >= 1 && x.size(-1) > 0, op, ": input ", describe(x),
             " needs a non-empty last dim (the features)");
   MOX_CHECK(eps >= 0, op, ": eps=", eps, " must be non-negative");
+  if (autograd::widen_on_cpu({&x, &w, &b}))
+    return norm_fn(op, x.to(DType::f32), autograd::widened(w), autograd::widened(b), eps, center).to(x.dtype());
   const int64_t C = x.size(-1), rows = x.numel() / C;
   for (const Tensor* p : {&w, &b}) {
     if (!p->defined()) continue;
@@ -128,6 +131,7 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
 Tensor bias_gelu(const Tensor& x, const Tensor& bias) {
   MOX_CHECK(is_floating(x.dtype()) && x.dim() >= 1, "bias_gelu needs a floating-point input with at least one dim, got ",
             describe(x));
+  if (autograd::widen_on_cpu({&x, &bias})) return bias_gelu(x.to(DType::f32), autograd::widened(bias)).to(x.dtype());
   const int64_t C = x.size(-1);
   if (bias.defined()) {
     MOX_CHECK(bias.dim() == 1 && bias.size(0) == C, "bias_gelu: bias ", describe(bias), " must have shape [", C,
@@ -167,6 +171,10 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   MOX_CHECK(!causal || Tk >= T, op, ": causal attention of ", T, " queries needs at least as many keys, got Tk=",
             Tk, " (query i sees keys j ≤ i + Tk − T)");
   MOX_CHECK(dropout_p >= 0 && dropout_p < 1, op, ": dropout_p=", dropout_p, " must be in [0, 1)");
+  if (autograd::widen_on_cpu({&q, &k, &v}))
+    return scaled_dot_product_attention(q.to(DType::f32), k.to(DType::f32), v.to(DType::f32), causal, scale,
+                                        dropout_p, gen)
+        .to(q.dtype());
   const double s = scale ? *scale : 1.0 / std::sqrt(double(D));
   Tensor qc = heads_ready(q), kc = heads_ready(k), vc = heads_ready(v);
   Tensor keep;   // (B, H, T, Tk) dropout multipliers, as dropout() draws them
@@ -200,6 +208,7 @@ Tensor apply_rotary(const Tensor& x, int64_t start_position, double theta) {
             " must be even and positive (RoPE turns pairs of features)");
   MOX_CHECK(start_position >= 0, "apply_rotary: start_position=", start_position, " must be non-negative");
   MOX_CHECK(theta > 0, "apply_rotary: theta=", theta, " must be positive");
+  if (autograd::widen_on_cpu({&x})) return apply_rotary(x.to(DType::f32), start_position, theta).to(x.dtype());
   Tensor out = empty_heads(x.shape(), x.dtype(), x.device());   // (B, H, T, D)
   backend(x.device()).rotary(heads_ready(x), start_position, theta, /*inverse=*/false, out);
   if (!needs_grad(x)) return out;

@@ -1,4 +1,5 @@
-// functions_nn.cpp — differentiable conv2d, max_pool2d and dropout.
+// functions_nn.cpp — differentiable conv2d, max_pool2d and dropout. On the CPU a 16-bit
+// conv2d runs in f32 (widen_on_cpu, autograd/node.h).
 #include "autograd/functions.h"
 
 namespace mox {
@@ -8,6 +9,8 @@ using autograd::record;
 using Grads = std::vector<Tensor>;
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t padding) {
+  if (autograd::widen_on_cpu({&x, &w, &bias}))
+    return conv2d(x.to(DType::f32), w.to(DType::f32), autograd::widened(bias), stride, padding).to(x.dtype());
   Conv2dParams p{stride, stride, padding, padding};
   Tensor out = raw::conv2d(x, w, bias.defined() ? &bias : nullptr, p);
   if (!needs_grad({&x, &w, &bias})) return out;

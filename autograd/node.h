@@ -72,6 +72,15 @@ class DetectAnomalyGuard {
 bool needs_grad(std::initializer_list<const Tensor*> inputs);
 inline bool needs_grad(const Tensor& a) { return needs_grad({&a}); }
 
+// f16/bf16 are storage formats on the CPU: the CPU backend's convolution and transformer-layer
+// kernels (conv2d, layer/rms norm, bias_gelu, attention, rotary) compute in f32 and f64 only.
+// True when `inputs` (undefined ones skipped) are CPU tensors of one 16-bit dtype: the op then
+// runs on f32 copies (widened) and rounds its result back, through differentiable casts, so
+// gradients come back in the inputs' dtype. Mixed dtypes return false and meet the op's own
+// dtype check. The CUDA backend runs these ops in 16-bit natively.
+bool widen_on_cpu(std::initializer_list<const Tensor*> inputs);
+inline Tensor widened(const Tensor& t) { return t.defined() ? t.to(DType::f32) : t; }
+
 // Attach a node computing `backward` to `out`, with edges to `inputs`. Returns out.
 Tensor record(const char* op, Tensor out, const std::vector<const Tensor*>& inputs, BackwardFn backward);
 
