@@ -42,20 +42,16 @@ Engine::Engine(std::shared_ptr<nn::Module> model, DsConfig config, std::vector<o
   batch_ = resolve_batch_sizes(cfg_, world_->size());
   MOX_CHECK(cfg_.optimizer.has_value(), "config '", cfg_.source,
             "': the engine builds the optimizer from the config; add an 'optimizer' block (SGD, Adam or AdamW)");
-  if (cfg_.fp16) compute_dtype_ = DType::f16;
-  if (cfg_.bf16) compute_dtype_ = DType::bf16;
-  if (cfg_.fp16) scaler_ = std::make_unique<optim::LossScaler>(cfg_.loss_scaler);
+  for (const auto& [name, t] : model_->named_parameters())
+    MOX_CHECK(!t.requires_grad() || t.dtype() == DType::f32, "engine: parameter '", name, "' is ", describe(t),
+              "; build the model in f32 (fp16/bf16 come from the config, with fp32 master weights)");
+  const DType dtype = cfg_.fp16 ? DType::f16 : cfg_.bf16 ? DType::bf16 : DType::f32;
+  mp_ = std::make_unique<optim::MixedPrecision>(*model_, dtype, moe::is_router, cfg_.loss_scaler);
   build_params();
   // Start identical everywhere: dense weights from world rank 0, experts from rank 0 of their
   // expert-data-parallel group (the masters, so 16-bit runs start from the same fp32 values).
   for (Param& p : params_) p.group->broadcast(p.master, 0);
-  if (compute_dtype_ != DType::f32) {   // 16-bit model, fp32 masters; routers stay fp32
-    model_->to(compute_dtype_);
-    for (const auto& [name, m] : model_->named_modules())
-      if (dynamic_cast<moe::TopKGate*>(m)) m->to(DType::f32);
-  }
-  for (Param& p : params_)
-    if (!p.master.is_same(p.param)) raw::copy_(p.param, p.master);
+  mp_->masters_to_params();
   if (world_->size() > 1) reducer_ = std::make_unique<GradientReducer>(*model_);   // collective; checks the model
   build_optimizer(std::move(groups));
 }
@@ -67,14 +63,12 @@ void Engine::build_params() {
   std::map<const ProcessGroup*, std::vector<int64_t>> load;   // ZeRO-1: elements owned per group rank
   for (const auto& [name, t] : model_->named_parameters()) {
     if (!t.requires_grad()) continue;
-    MOX_CHECK(t.dtype() == DType::f32, "engine: parameter '", name, "' is ", describe(t),
-              "; build the model in f32 (fp16/bf16 come from the config, with fp32 master weights)");
     Param p;
     p.name = name;
     for (const auto& [local, global] : prefixes)
       if (name.compare(0, local.size(), local) == 0) p.name = global + name.substr(local.size());
     p.param = t;
-    p.master = compute_dtype_ == DType::f32 ? t : raw::clone(t);
+    p.master = mp_->master(t);
     auto it = expert_group.find(t.impl());
     p.expert_group = it == expert_group.end() ? "" : it->second;
     p.group = p.expert_group.empty() ? world_ : expert_groups(p.expert_group).expert_data_parallel;
@@ -138,7 +132,7 @@ void Engine::build_optimizer(std::vector<optim::ParamGroup> groups) {
 
 Tensor Engine::forward(const Tensor& x) {
   const auto t = Clock::now();
-  Tensor y = model_->forward(compute_dtype_ == DType::f32 ? x : x.to(compute_dtype_));
+  Tensor y = model_->forward(x.to(mp_->dtype()));
   t_forward_ += seconds_since(t);
   return y;
 }
@@ -147,16 +141,13 @@ void Engine::backward(const Tensor& loss) {
   MOX_CHECK(loss.defined() && loss.numel() == 1, "engine.backward: the loss must be a single value, got ",
             loss.defined() ? describe(loss) : std::string("an undefined tensor"));
   const auto t = Clock::now();
-  const double s = (scaler_ ? scaler_->scale() : 1.0) / double(batch_.accum);
-  Tensor l = loss.to(DType::f32);
-  (s == 1.0 ? l : mul(l, s)).backward();
+  mp_->backward(loss, batch_.accum);
   t_backward_ += seconds_since(t);
 }
 
 bool Engine::is_gradient_accumulation_boundary() const { return (micro_steps_ + 1) % batch_.accum == 0; }
 
 double Engine::lr() const { return optimizer_->lr(0); }
-double Engine::loss_scale() const { return scaler_ ? scaler_->scale() : 1.0; }
 
 std::vector<std::string> Engine::owned_parameters() const {
   std::vector<std::string> out;
@@ -166,9 +157,7 @@ std::vector<std::string> Engine::owned_parameters() const {
 }
 
 bool Engine::overflowed() {
-  std::vector<Tensor> masters;
-  for (const Param& p : params_) masters.push_back(p.master);
-  Tensor flag = from_vector<float>({optim::LossScaler::grads_finite(masters) ? 0.0f : 1.0f}, {1});
+  Tensor flag = from_vector<float>({mp_->overflowed() ? 1.0f : 0.0f}, {1});
   world_->all_reduce(flag, ReduceOp::max);
   return flag.item<float>() != 0;
 }
@@ -206,36 +195,21 @@ bool Engine::step() {
   if (micro_steps_ % batch_.accum != 0) return false;
   const auto t_reduce = Clock::now();
   if (reducer_) reducer_->reduce();
-  if (compute_dtype_ != DType::f32)
-    for (Param& p : params_)
-      if (!p.master.is_same(p.param)) {
-        Tensor g = p.param.grad();
-        p.master.set_grad(g.defined() ? raw::to_dtype(g, DType::f32) : Tensor());
-      }
+  mp_->grads_to_masters();
   t_reduce_ += seconds_since(t_reduce);
   const auto t_step = Clock::now();
-  bool updated = false;
-  if (scaler_ && overflowed()) {
-    scaler_->update(true);   // throws at the minimum scale
+  // Only fp16 can overflow: the flag's all-reduce is skipped otherwise, as before.
+  const bool updated = mp_->unscale_or_skip(mp_->scaler() && overflowed());   // throws at the minimum scale
+  if (!updated) {
     ++skipped_steps_;
   } else {
-    if (scaler_) {
-      std::vector<Tensor> masters;
-      for (const Param& p : params_) masters.push_back(p.master);
-      scaler_->unscale(masters);
-      scaler_->update(false);
-    }
     if (cfg_.gradient_clipping.value_or(0) > 0) clip_gradients(*cfg_.gradient_clipping);
     schedule_->apply(*optimizer_, global_steps_ - skipped_steps_);   // skipped steps do not advance the schedule
     optimizer_->step();
     if (cfg_.zero_stage == 1) broadcast_owned();
-    for (Param& p : params_)
-      if (!p.master.is_same(p.param)) raw::copy_(p.param, p.master);
-    updated = true;
+    mp_->masters_to_params();
   }
-  model_->zero_grad();
-  for (Param& p : params_)
-    if (!p.master.is_same(p.param)) p.master.set_grad(Tensor());
+  mp_->zero_grad();
   ++global_steps_;
   t_step_ += seconds_since(t_step);
   log_step();

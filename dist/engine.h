@@ -21,7 +21,9 @@
 // over the data-parallel ranks, whole tensors balanced by size) and broadcasts them; copy the
 // masters back to the model's 16-bit weights; zero the gradients. Every steps_per_print steps
 // rank 0 prints the step, lr, loss scale, skipped steps (and with wall_clock_breakdown the
-// time spent in forward/backward/reduce/step).
+// time spent in forward/backward/reduce/step). The local mechanics of fp16/bf16 — the 16-bit
+// model with fp32 routers, the masters, the loss scaler — are optim::MixedPrecision's
+// (nn/optim/mixed_precision.h); the engine adds the collectives (the overflow flag's all-reduce).
 //
 // Checkpoints (save/load) are described in engine_checkpoint.cpp: dense weights once, each
 // expert under its global id, optimizer state by parameter, loss scaler, step counters, RNG
@@ -40,8 +42,8 @@
 #include "datasets/dataloader.h"
 #include "dist/data_parallel.h"
 #include "dist/ds_config.h"
-#include "nn/optim/loss_scaler.h"
 #include "nn/optim/lr_scheduler.h"
+#include "nn/optim/mixed_precision.h"
 #include "nn/optim/optimizer.h"
 
 namespace mox::dist {
@@ -68,7 +70,7 @@ class Engine {
   int64_t micro_steps() const { return micro_steps_; }
   int64_t skipped_steps() const { return skipped_steps_; }
   double lr() const;
-  double loss_scale() const;   // 1 without fp16
+  double loss_scale() const { return mp_->loss_scale(); }   // 1 without fp16
   const BatchSizes& batch_sizes() const { return batch_; }
   const DsConfig& config() const { return cfg_; }
   optim::Optimizer& optimizer() { return *optimizer_; }
@@ -89,7 +91,7 @@ class Engine {
   struct Param {
     std::string name;          // global name: an expert's local index replaced by its global id
     Tensor param;              // the model's parameter
-    Tensor master;             // fp32 master (mixed precision) or the parameter itself
+    Tensor master;             // its fp32 master (mp_), the parameter itself when that is f32
     std::string expert_group;  // "" for dense, else "ep_size_<p>"
     std::shared_ptr<ProcessGroup> group;   // where it is replicated: world or expert-data-parallel
     int owner = 0;             // group rank that updates it (ZeRO-1) and writes it to checkpoints
@@ -110,8 +112,9 @@ class Engine {
   std::vector<Param> params_;
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<optim::LrSchedule> schedule_;
-  std::unique_ptr<optim::LossScaler> scaler_;   // fp16 only
-  DType compute_dtype_ = DType::f32;            // the model's dtype: f32, f16 or bf16
+  // The model in the config's dtype (f32, fp16 or bf16; routers f32), fp32 masters, the fp16
+  // loss scaler: the local mechanics of mixed precision; the engine adds the collectives.
+  std::unique_ptr<optim::MixedPrecision> mp_;
   data::DataLoader* loader_ = nullptr;
   int64_t micro_steps_ = 0, global_steps_ = 0, skipped_steps_ = 0;
   // wall_clock_breakdown: seconds since the last print

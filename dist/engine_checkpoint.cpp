@@ -107,8 +107,8 @@ void Engine::save(const std::string& dir, const std::map<std::string, std::strin
     meta["engine.micro_steps"] = std::to_string(micro_steps_);
     meta["engine.skipped_steps"] = std::to_string(skipped_steps_);
     meta["engine.optimizer"] = st.meta.at("optimizer");
-    if (scaler_)
-      for (const auto& [k, v] : scaler_->state()) meta["scaler." + k] = v;
+    if (mp_->scaler())
+      for (const auto& [k, v] : mp_->scaler()->state()) meta["scaler." + k] = v;
     if (loader_) {
       meta["loader.epoch"] = std::to_string(loader_->state().epoch);
       meta["loader.batch"] = std::to_string(loader_->state().batch);
@@ -178,20 +178,18 @@ std::map<std::string, std::string> Engine::load(const std::string& dir) {
     }
   }
   optimizer_->load_state_dict(st);   // validates, then changes
-  for (Param& p : params_) {
-    raw::copy_(p.master, all.at("model." + p.name));
-    if (!p.master.is_same(p.param)) raw::copy_(p.param, p.master);
-  }
-  model_->zero_grad();
+  for (Param& p : params_) raw::copy_(p.master, all.at("model." + p.name));
+  mp_->masters_to_params();
+  mp_->zero_grad();
   global_steps_ = meta_count(m0, "engine.global_steps", file0);
   micro_steps_ = meta_count(m0, "engine.micro_steps", file0);
   skipped_steps_ = meta_count(m0, "engine.skipped_steps", file0);
-  if (scaler_) {
+  if (optim::LossScaler* scaler = mp_->scaler()) {
     Meta s;
     for (const auto& [k, v] : m0)
       if (k.compare(0, 7, "scaler.") == 0) s[k.substr(7)] = v;
     MOX_CHECK(!s.empty(), "checkpoint '", file0, "': no loss-scaler state, but this run has fp16 enabled");
-    scaler_->load_state(s);
+    scaler->load_state(s);
   }
   if (loader_ && m0.count("loader.epoch"))
     loader_->restore(meta_count(m0, "loader.epoch", file0), meta_count(m0, "loader.batch", file0));

@@ -229,4 +229,6 @@ GateOutput TopKGate::route_logits(const Tensor& logits) {
   return out;
 }
 
+bool is_router(const nn::Module& m) { return dynamic_cast<const TopKGate*>(&m) != nullptr; }
+
 }  // namespace mox::moe

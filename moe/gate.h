@@ -98,4 +98,8 @@ class TopKGate : public nn::Module {
   std::shared_ptr<Generator> gen_;
 };
 
+// True for a TopKGate: the modules mixed-precision training keeps in fp32 (DeepSpeed's fp32
+// router), for optim::MixedPrecision's keep_f32.
+bool is_router(const nn::Module& m);
+
 }  // namespace mox::moe

@@ -15,10 +15,19 @@ const std::string kOptim = "optimizer.";
 bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 }  // namespace
 
+ModelState module_state(Module& model) {
+  return {[&model] { return model.state_dict(); }, [&model](const NamedTensors& s) { model.load_state_dict(s); }};
+}
+
 void save_checkpoint(const std::string& path, const Module& model, const optim::Optimizer* optimizer,
                      const Metadata& metadata) {
+  save_checkpoint(path, ModelState{[&model] { return model.state_dict(); }, {}}, optimizer, metadata);
+}
+
+void save_checkpoint(const std::string& path, const ModelState& model, const optim::Optimizer* optimizer,
+                     const Metadata& metadata) {
   NamedTensors tensors;
-  for (auto& [name, t] : model.state_dict()) tensors.emplace_back(kModel + name, t);
+  for (auto& [name, t] : model.get()) tensors.emplace_back(kModel + name, t);
   Metadata meta;
   for (auto& [k, v] : metadata) {
     MOX_CHECK(!starts_with(k, kOptim), "save_checkpoint: metadata key '", k, "' uses the reserved prefix '",
@@ -34,6 +43,10 @@ void save_checkpoint(const std::string& path, const Module& model, const optim::
 }
 
 Metadata load_checkpoint(const std::string& path, Module& model, optim::Optimizer* optimizer) {
+  return load_checkpoint(path, module_state(model), optimizer);
+}
+
+Metadata load_checkpoint(const std::string& path, const ModelState& model, optim::Optimizer* optimizer) {
   SafetensorsFile file = load_safetensors(path);
   NamedTensors model_state;
   optim::OptimizerState optim_state;
@@ -52,15 +65,15 @@ Metadata load_checkpoint(const std::string& path, Module& model, optim::Optimize
     // model is put back if the optimizer's state is absent or does not fit.
     NamedTensors backup;
     if (optimizer)
-      for (auto& [name, t] : model.state_dict()) backup.emplace_back(name, raw::clone(t));
-    model.load_state_dict(model_state);
+      for (auto& [name, t] : model.get()) backup.emplace_back(name, raw::clone(t));
+    model.load(model_state);
     if (optimizer) {
       try {
         MOX_CHECK(!optim_state.meta.empty(), "it holds no optimizer state (saved model-only?); load it "
                   "without an optimizer");
         optimizer->load_state_dict(optim_state);
       } catch (const Error&) {
-        model.load_state_dict(backup);
+        model.load(backup);
         throw;
       }
     }

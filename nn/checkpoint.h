@@ -6,6 +6,7 @@
 // state, config...) as given. The file opens in Python with safetensors.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -17,13 +18,26 @@ namespace mox::nn {
 
 using Metadata = std::map<std::string, std::string>;
 
+// The "model.*" side of a checkpoint: what is written (get) and how it is loaded back (load:
+// strict and all-or-nothing, as Module::load_state_dict). For a Module, its state_dict; with
+// mixed precision, optim::MixedPrecision::model_state() puts the fp32 master weights in place
+// of the 16-bit parameters.
+struct ModelState {
+  std::function<NamedTensors()> get;
+  std::function<void(const NamedTensors&)> load;
+};
+ModelState module_state(Module& model);
+
 // optimizer may be null (a model-only checkpoint).
+void save_checkpoint(const std::string& path, const ModelState& model, const optim::Optimizer* optimizer,
+                     const Metadata& metadata);
 void save_checkpoint(const std::string& path, const Module& model, const optim::Optimizer* optimizer,
                      const Metadata& metadata);
 
 // Loads into `model` (strict) and, when given, `optimizer` (strict; the file must then
 // hold optimizer state). Returns the caller's metadata. Errors name the file and the key;
 // a failed load changes neither the model nor the optimizer.
+Metadata load_checkpoint(const std::string& path, const ModelState& model, optim::Optimizer* optimizer);
 Metadata load_checkpoint(const std::string& path, Module& model, optim::Optimizer* optimizer);
 
 // The caller's metadata of a checkpoint without loading it into a model (e.g. to read the

@@ -105,8 +105,9 @@ NamedTensors Module::state_dict() const {
   return out;
 }
 
-void Module::load_state_dict(const NamedTensors& state) {
-  NamedTensors mine = state_dict();
+void Module::load_state_dict(const NamedTensors& state) { load_named_tensors(state_dict(), state); }
+
+void load_named_tensors(const NamedTensors& mine, const NamedTensors& state) {
   std::set<std::string> expected;
   for (auto& [name, t] : mine) expected.insert(name);
   std::set<std::string> given;

@@ -18,6 +18,12 @@ namespace mox::nn {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
+// Copies `state` into the live tensors `into` (name → tensor), strictly: every name of `into`
+// exactly once and nothing else, each with its tensor's shape and dtype; everything is
+// validated before anything is copied (a failed load changes nothing); values are copied onto
+// each tensor's device. Errors name the key. Module::load_state_dict is this over state_dict().
+void load_named_tensors(const NamedTensors& into, const NamedTensors& state);
+
 class Module {
  public:
   virtual ~Module() = default;
