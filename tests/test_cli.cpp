@@ -12,12 +12,18 @@
 // --config file (DeepSpeed JSON) is applied and its errors name the key (with a "did you
 // mean"), a repeated flag takes its last value, and — with the real data — a mid-epoch
 // --max-steps stop resumed with --resume gives bitwise the losses of an uninterrupted run
-// (MoE with RSample and RTS drops). Training itself is covered by test_cifar10_e2e.cpp.
+// (MoE with RSample and RTS drops). --dtype: a bad value, a loss-scaler flag without fp16 or a
+// scaler it cannot start exit 2; with the real data a bf16 run trains, an fp16 run starting
+// at too high a loss scale skips the overflowing steps and reports them in the metrics, resumes
+// bitwise (scaler included), and a resume with another dtype is refused naming both.
+// Training itself is covered by test_cifar10_e2e.cpp.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -86,6 +92,10 @@ TEST_F(CifarCli, UsageErrorsExitTwoNamingTheOption) {
       {"--threads 0", "--threads"},
       {"--seed -1", "--seed"},
       {"--batch-size", "--batch-size"},   // value missing
+      {"--dtype fp8", "--dtype: fp8 not in {fp32,fp16,bf16}"},
+      {"--hysteresis 3", "--hysteresis sets the fp16 loss scaler; it needs --dtype fp16"},
+      {"--dtype fp16 --initial-scale-power 2 --min-loss-scale 8", "2^2 = 4 is below min_loss_scale 8"},
+      {"--dtype fp16 --loss-scale-window 0", "--loss-scale-window"},
   };
   for (const Case& c : cases) {
     // --data points at a missing directory: had parsing accepted the value, the run would
@@ -116,7 +126,11 @@ TEST_F(CifarCli, ConfigFileIsAppliedAndItsErrorsExitTwoNamingTheKey) {
 
   struct Case { std::string name, text, flags, expect; };
   const std::vector<Case> cases = {
-      {"fp16.json", R"({"train_batch_size": 4, "fp16": {"enabled": true}})", "", "'fp16' is not supported by mox-cifar10"},
+      {"fp16.json", R"({"train_batch_size": 4, "fp16": {"enabled": true}})", "--dtype bf16",
+       "'fp16' and the flag --dtype both set this"},
+      {"fp16_window.json", R"({"fp16": {"enabled": true, "loss_scale_window": 10}})", "--loss-scale-window 20",
+       "'fp16' and the flag --loss-scale-window both set this"},
+      {"zero.json", R"({"zero_optimization": {"stage": 1}})", "", "'zero_optimization' is not supported by mox-cifar10"},
       {"dup.json", R"({"train_batch_size": 4, "train_batch_size": 8})", "", "key 'train_batch_size' appears twice"},
       {"typo.json", R"({"optimizer": {"type": "SGD", "params": {"lrr": 0.1}}})", "",
        "unknown key 'optimizer.params.lrr' (did you mean 'lr'?"},
@@ -285,4 +299,53 @@ TEST_F(CifarCli, MidEpochResumeIsBitwiseExact) {
   const std::vector<std::string> la = train_losses(path("a.jsonl")), lb = train_losses(path("b.jsonl"));
   ASSERT_EQ(la.size(), 6u);
   EXPECT_EQ(la, lb);   // steps 1–15 from the first part, 16–30 from the resumed run
+}
+
+TEST_F(CifarCli, MixedPrecisionTrainsReportsSkippedStepsAndResumesExactly) {
+  const std::string data = real_data_dir();
+  if (data.empty()) GTEST_SKIP() << "needs CIFAR-10 under $MOX_DATA/cifar10";
+  const std::string common = "--data " + sh_quote(data) + " --batch-size 16 --log-interval 5 --threads 1 --epochs 1";
+  ProgramResult bf16 = run(common + " --dtype bf16 --max-steps 10 --metrics " + sh_quote(path("bf16.jsonl")));
+  ASSERT_EQ(bf16.code, 0) << bf16.output;
+  EXPECT_CONTAINS(bf16.output, "bf16 (fp32 master weights)");
+  for (const std::string& l : train_losses(path("bf16.jsonl"))) EXPECT_NE(l.find("\"loss\":2."), std::string::npos) << l;
+  // fp16 from a loss scale of 2^28: the first steps overflow and are skipped, the scale halving
+  // each time (hysteresis 1), and the metrics say so. A run stopped at step 15 and resumed
+  // continues bitwise — the loss scaler's state travels in the checkpoint.
+  const std::string fp16 = common + " --dtype fp16 --initial-scale-power 28 --hysteresis 1";
+  ProgramResult a = run(fp16 + " --max-steps 30 --metrics " + sh_quote(path("a.jsonl")));
+  ASSERT_EQ(a.code, 0) << a.output;
+  EXPECT_CONTAINS(a.output, "skipped steps");
+  ProgramResult b1 = run(fp16 + " --max-steps 15 --save " + sh_quote(path("ck.safetensors")) + " --metrics " +
+                         sh_quote(path("b.jsonl")));
+  ASSERT_EQ(b1.code, 0) << b1.output;
+  ProgramResult b2 = run(fp16 + " --max-steps 30 --resume " + sh_quote(path("ck.safetensors")) + " --metrics " +
+                         sh_quote(path("b.jsonl")));
+  ASSERT_EQ(b2.code, 0) << b2.output;
+  struct Record { std::string loss; double scale; int64_t skipped; };
+  auto records = [](const std::string& file) {
+    std::vector<Record> out;
+    std::ifstream in(file);
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json r = nlohmann::json::parse(line);
+      if (r["split"] == "train") out.push_back({r["loss"].dump(), r["loss_scale"], r["skipped_steps"]});
+    }
+    return out;
+  };
+  const std::vector<Record> ra = records(path("a.jsonl")), rb = records(path("b.jsonl"));
+  ASSERT_EQ(ra.size(), 6u);
+  ASSERT_EQ(rb.size(), 6u);
+  EXPECT_GT(ra[0].skipped, 0);
+  EXPECT_LT(ra[0].scale, std::ldexp(1.0, 28));
+  EXPECT_LT(ra.back().skipped, 30);   // it got to a scale that fits
+  for (size_t i = 0; i < ra.size(); ++i) {
+    EXPECT_EQ(ra[i].loss, rb[i].loss) << "record " << i;
+    EXPECT_EQ(ra[i].scale, rb[i].scale) << "record " << i;
+    EXPECT_EQ(ra[i].skipped, rb[i].skipped) << "record " << i;
+  }
+  // The checkpoint holds the fp32 masters, and another dtype cannot resume it.
+  EXPECT_EQ(mox::nn::read_checkpoint_metadata(path("ck.safetensors")).at("dtype"), "fp16");
+  ProgramResult other = run(common + " --dtype bf16 --max-steps 30 --resume " + sh_quote(path("ck.safetensors")));
+  EXPECT_EQ(other.code, 1) << other.output;
+  EXPECT_CONTAINS(other.output, "was trained with --dtype fp16, but this run has --dtype bf16; resume with --dtype fp16");
 }

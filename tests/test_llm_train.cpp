@@ -5,8 +5,11 @@
 // optimizer, both generators, the step and the best loss travel in the checkpoint).
 // Evaluating more often leaves the training losses unchanged. Overfitting: a tiny model
 // learns a short text to near-zero loss. Distillation runs and its KD term stops at
-// --kd-stop-iter. Usage errors, including contradictory flags, exit 2. Each run is a small
-// model (2 layers, width 16) and takes well under a second.
+// --kd-stop-iter. Usage errors, including contradictory flags, exit 2. Mixed precision: bf16
+// trains, its checkpoint (fp32 masters) serves generate and distill; fp16 from too high a loss
+// scale skips the overflowing steps, reports them, resumes bitwise with the scaler's state, and
+// refuses a resume with another dtype. Each run is a small model (2 layers, width 16) and takes
+// well under a second.
 //
 // Devices: the runs above pin --device cpu (their exactness is the CPU's; on a GPU machine auto
 // would take the GPU, where the MoE layers do not run yet). --device: an unusable device exits 2
@@ -22,6 +25,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
 #include <vector>
 
 #include "tensor/backend.h"
@@ -183,6 +187,9 @@ TEST_F(LlmTrain, UsageErrorsExitTwoNamingTheFlag) {
       {"train --warmup-iters 500 --lr-decay-iters 400", "--lr-decay-iters 400 must exceed --warmup-iters 500"},
       {"train --lr 1e-4 --min-lr 1e-3", "--min-lr"},
       {"distill --teacher x --student-layers 1 --n-embd 64", "--n-embd"},
+      {"train --dtype fp8", "--dtype: fp8 not in {fp32,fp16,bf16}"},
+      {"train --dtype bf16 --min-loss-scale 2", "--min-loss-scale sets the fp16 loss scaler; it needs --dtype fp16"},
+      {"distill --teacher x --student-layers 1 --dtype half", "--dtype: half not in"},
   };
   for (const Case& c : cases) {
     auto r = mox::testing::run_program(binary_, c.args);
@@ -199,6 +206,57 @@ TEST_F(LlmTrain, UsageErrorsExitTwoNamingTheFlag) {
                        sh_quote(path("y")));
   EXPECT_EQ(pyramid.code, 2) << pyramid.output;
   EXPECT_NE(pyramid.output.find("--num-experts has 3 entries"), std::string::npos) << pyramid.output;
+}
+
+TEST_F(LlmTrain, MixedPrecisionTrainsResumesExactlyAndItsCheckpointsServeGenerate) {
+  const std::string data = corpus("text.txt", "First Citizen: Before we proceed any further, hear me speak.\n", 40);
+  const std::string common = " --data " + sh_quote(data) + kTinyModel +
+                             " --num-experts 2 --expert-interval 2 --top-k 1 --eval-interval 3 --log-interval 1"
+                             " --warmup-iters 2 --lr-decay-iters 6 --seed 5";
+  // bf16: trains; the checkpoint holds fp32 weights, which generate and distill read as usual.
+  auto bf16 = train(common + " --dtype bf16 --max-iters 4 --out " + sh_quote(path("bf16")) + " --metrics " +
+                    sh_quote(path("bf16.jsonl")));
+  ASSERT_EQ(bf16.code, 0) << bf16.output;
+  EXPECT_NE(bf16.output.find("bf16 (fp32 master weights)"), std::string::npos) << bf16.output;
+  const std::vector<std::string> bf16_losses = losses(path("bf16.jsonl"), "train");
+  ASSERT_EQ(bf16_losses.size(), 4u);
+  for (const std::string& l : bf16_losses) EXPECT_TRUE(std::isfinite(std::stod(l))) << l;
+  auto gen = run("generate --device cpu --checkpoint " + sh_quote(path("bf16")) + " --max-new-tokens 5 --threads 1");
+  EXPECT_EQ(gen.code, 0) << gen.output;
+  auto student = run("distill --device cpu --data " + sh_quote(data) + " --teacher " + sh_quote(path("bf16")) +
+                     " --student-layers 1 --batch-size 4 --eval-iters 2 --threads 1 --max-iters 2 --eval-interval 2"
+                     " --dtype bf16 --out " + sh_quote(path("student")));
+  EXPECT_EQ(student.code, 0) << student.output;
+  // fp16 from a loss scale of 2^20: the first steps overflow and are skipped (hysteresis 1 halves
+  // the scale each time), the metrics say so, and a resumed run continues bitwise, scaler included.
+  const std::string fp16 = common + " --dtype fp16 --initial-scale-power 20 --hysteresis 1";
+  auto a = train(fp16 + " --max-iters 6 --out " + sh_quote(path("a")) + " --metrics " + sh_quote(path("a.jsonl")));
+  ASSERT_EQ(a.code, 0) << a.output;
+  auto b1 = train(fp16 + " --max-iters 4 --out " + sh_quote(path("b")) + " --metrics " + sh_quote(path("b.jsonl")));
+  ASSERT_EQ(b1.code, 0) << b1.output;
+  auto b2 = train(fp16 + " --max-iters 6 --resume --out " + sh_quote(path("b")) + " --metrics " + sh_quote(path("b.jsonl")));
+  ASSERT_EQ(b2.code, 0) << b2.output;
+  // (loss as written, loss_scale, skipped_steps) of each train record.
+  using Record = std::tuple<std::string, double, int64_t>;
+  auto records = [](const std::string& file) {
+    std::vector<Record> out;
+    std::ifstream in(file);
+    for (std::string line; std::getline(in, line);) {
+      nlohmann::json r = nlohmann::json::parse(line);
+      if (r["split"] == "train") out.emplace_back(r["loss"].dump(), r["loss_scale"], r["skipped_steps"]);
+    }
+    return out;
+  };
+  const std::vector<Record> ra = records(path("a.jsonl")), rb = records(path("b.jsonl"));
+  ASSERT_EQ(ra.size(), 6u);
+  EXPECT_EQ(ra, rb);
+  EXPECT_EQ(std::get<2>(ra[0]), 1);   // step 1 overflowed
+  EXPECT_EQ(std::get<1>(ra[0]), std::ldexp(1.0, 19));
+  EXPECT_LT(std::get<2>(ra.back()), 6);   // and some steps were taken
+  auto other = train(common + " --dtype bf16 --max-iters 8 --resume --out " + sh_quote(path("b")));
+  EXPECT_EQ(other.code, 1) << other.output;
+  EXPECT_NE(other.output.find("was trained with --dtype fp16, but this run has --dtype bf16"), std::string::npos)
+      << other.output;
 }
 
 // The "loss" values of `split` in a metrics file, as numbers.

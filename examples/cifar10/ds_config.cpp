@@ -88,7 +88,14 @@ void apply_ds_config_text(const std::string& text, const std::string& path, Opti
                 "train_batch_size is the global batch, split evenly over the ranks");
   m.unsupported(c.gradient_accumulation_steps.has_value(), "gradient_accumulation_steps",
                 "one micro-batch per step; the distributed engine, dist/engine.h, accumulates");
-  m.unsupported(c.fp16 || c.bf16, c.fp16 ? "fp16" : "bf16", "it trains in fp32 on the CPU");
+  if (c.fp16 || c.bf16) {   // dist::parse_ds_config refuses both at once
+    const std::string key = c.fp16 ? "fp16" : "bf16";
+    m.no_conflict(key, "--dtype");
+    for (const char* flag : {"--initial-scale-power", "--loss-scale-window", "--hysteresis", "--min-loss-scale"})
+      if (c.fp16) m.no_conflict(key, flag);
+    o.dtype = key;
+    if (c.fp16) o.loss_scaler = c.loss_scaler;
+  }
   m.unsupported(c.zero_stage != 0, "zero_optimization", "no ZeRO in this example; dist/engine.h has stage 1");
   m.unsupported(c.wall_clock_breakdown, "wall_clock_breakdown", "it prints images/s instead");
   if (c.train_batch_size) {

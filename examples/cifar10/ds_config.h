@@ -12,12 +12,15 @@
 //   scheduler {type, params}          type WarmupLR; params warmup_min_lr, warmup_max_lr (default
 //                                     0.001, as DeepSpeed), warmup_num_steps (default 1000),
 //                                     warmup_type ("log" | "linear")
+//   fp16 {enabled, loss_scale, initial_scale_power, loss_scale_window, hysteresis,
+//         consecutive_hysteresis, min_loss_scale}  → --dtype fp16 with that loss scaler
+//   bf16 {enabled}                    → --dtype bf16
 // A setting given both in the file and as an explicit flag is an error naming both: the run
 // must not depend on which one silently wins.
 //
 // The file is read by dist::parse_ds_config (strict: unknown and duplicate keys are errors).
 // What it is not: what the example does not do — train_micro_batch_size_per_gpu,
-// gradient_accumulation_steps, fp16/bf16, ZeRO and wall_clock_breakdown are errors saying so
+// gradient_accumulation_steps, ZeRO and wall_clock_breakdown are errors saying so
 // (dist/engine.h supports them).
 #pragma once
 #include <functional>

@@ -7,6 +7,11 @@
 // Rank 0 prints and writes metrics; losses shown are averaged over the ranks. Every rank
 // evaluates the whole test set (expert-parallel layers need every rank in every forward).
 //
+// --dtype fp16|bf16 (optim::MixedPrecision, examples/common/precision.h): the Net's weights,
+// inputs and activations in 16 bits, the optimizer on fp32 master weights, routers and the
+// loss in f32; fp16 skips the steps whose gradients overflow (the loss scaler's), and the LR
+// schedule counts only the steps taken. Checkpoints hold the fp32 masters.
+//
 // Exit codes: 0 success, 1 runtime error (missing data, corrupt checkpoint, non-finite
 // loss), 2 usage error.
 #include <chrono>
@@ -24,7 +29,9 @@
 #include "examples/cifar10/options.h"
 #include "examples/common/device.h"
 #include "examples/common/metrics.h"
+#include "examples/common/precision.h"
 #include "examples/common/ranks.h"
+#include "moe/gate.h"
 #include "moe/param_groups.h"
 #include "moe/routing_stats.h"
 #include "nn/checkpoint.h"
@@ -53,8 +60,10 @@ std::vector<optim::ParamGroup> make_param_groups(const Options& o, const nn::Mod
   return o.moe_param_group ? moe::split_moe_param_groups(std::move(groups), model) : groups;
 }
 
-std::unique_ptr<optim::Optimizer> make_optimizer(const Options& o, const nn::Module& model) {
-  std::vector<optim::ParamGroup> groups = make_param_groups(o, model);
+// Over the fp32 masters of mixed precision (the parameters themselves with --dtype fp32).
+std::unique_ptr<optim::Optimizer> make_optimizer(const Options& o, const nn::Module& model,
+                                                 const optim::MixedPrecision& mp) {
+  std::vector<optim::ParamGroup> groups = mp.master_groups(make_param_groups(o, model));
   if (o.optimizer == "sgd") return std::make_unique<optim::Sgd>(std::move(groups));
   if (o.optimizer == "adam") return std::make_unique<optim::Adam>(std::move(groups));
   return std::make_unique<optim::AdamW>(std::move(groups));
@@ -100,14 +109,14 @@ struct Accuracy {
   std::vector<double> per_class;
 };
 
-Accuracy evaluate(Net& model, data::DataLoader& loader, int64_t num_classes, Device device) {
+Accuracy evaluate(Net& model, data::DataLoader& loader, int64_t num_classes, Device device, DType dtype) {
   autograd::NoGradGuard no_grad;
   model.eval();
   std::vector<int64_t> correct(size_t(num_classes), 0), total(size_t(num_classes), 0);
   loader.start_epoch(0);
   data::Batch b;
   while (loader.next(b)) {
-    std::vector<int64_t> pred = argmax(model.forward(b.images.to(device)), 1).to_vector<int64_t>();
+    std::vector<int64_t> pred = argmax(model.forward(b.images.to(device).to(dtype)), 1).to_vector<int64_t>();
     std::vector<int64_t> label = b.labels.to_vector<int64_t>();
     for (size_t i = 0; i < pred.size(); ++i) {
       total[size_t(label[i])] += 1;
@@ -167,19 +176,24 @@ int run(const Options& o) {
   Net model(moe_options.get());
   const Device device = examples::resolve_device(o.device, world.size());
   model.to(device);
-  // Same seed, same initial weights on every rank; the broadcast makes it a guarantee.
+  // Same seed, same initial weights on every rank; the broadcast makes it a guarantee (of the
+  // f32 weights, which the 16-bit weights and the masters are then made from).
   std::unique_ptr<dist::GradientReducer> reducer;
   if (world.size() > 1) {
     reducer = std::make_unique<dist::GradientReducer>(model);
     reducer->broadcast_parameters();
   }
-  std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(o, model);
+  optim::MixedPrecision mp(model, examples::compute_dtype(o.dtype), moe::is_router, o.loss_scaler);
+  if (reducer && mp.dtype() != DType::f32) reducer = std::make_unique<dist::GradientReducer>(model);   // 16-bit now
+  std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(o, model, mp);
   const int64_t steps_per_epoch = train_loader.batches_per_epoch();
   std::unique_ptr<optim::LrSchedule> schedule = make_schedule(o, o.epochs * steps_per_epoch);
 
   int64_t first_epoch = 0, first_batch = 0, step = 0;
+  int64_t skipped = 0;   // fp16 steps skipped on overflow (counted in `step`, not in the LR schedule)
   if (!o.resume.empty()) {
-    nn::Metadata meta = nn::load_checkpoint(o.resume, model, optimizer.get());
+    nn::Metadata meta = nn::load_checkpoint(o.resume, mp.model_state(), optimizer.get());
+    skipped = examples::restore_precision_metadata(meta, o.resume, o.dtype, mp);
     first_epoch = nn::require_meta_count(meta, "epoch", o.resume);
     step = nn::require_meta_count(meta, "step", o.resume);
     if (meta.count("batch")) first_batch = nn::require_meta_count(meta, "batch", o.resume);   // mid-epoch
@@ -190,9 +204,11 @@ int run(const Options& o) {
   }
   examples::MetricsWriter metrics(lead ? o.metrics : "", /*append=*/!o.resume.empty());
   if (lead)
-    std::printf("mox-cifar10: %lld train / %lld test images, batch %lld, %s lr %g, %s, %lld threads, %lld params%s\n",
+    std::printf("mox-cifar10: %lld train / %lld test images, batch %lld, %s lr %g, %s%s, %lld threads, %lld params%s\n",
                 (long long)train_set->size(), (long long)test_set->size(), (long long)o.batch_size, o.optimizer.c_str(),
-                o.lr, examples::device_summary(device, o.device, world.size()).c_str(), (long long)threads, (long long)model.num_parameters(),
+                o.lr, examples::device_summary(device, o.device, world.size()).c_str(),
+                o.dtype == "fp32" ? "" : (", " + o.dtype + " (fp32 master weights)").c_str(), (long long)threads,
+                (long long)model.num_parameters(),
                 world.size() > 1 ? str(", ", world.size(), " ranks (", lo.batch_size, " images each), ep_size ",
                                        o.ep_world_size).c_str()
                                  : "");
@@ -203,8 +219,9 @@ int run(const Options& o) {
                       {"step", std::to_string(step)}, {"seed", std::to_string(o.seed)}, {"example", "cifar10"}};
     for (size_t l = 0; l < model.num_moe_layers(); ++l)
       meta["moe_rng." + std::to_string(l)] = nn::generator_state(model.layer(l).gate->generator());
+    examples::save_precision_metadata(meta, o.dtype, mp, skipped);
     if (!lead) return;   // data parallel only (options.cpp): rank 0's replica is everyone's
-    nn::save_checkpoint(o.save, model, optimizer.get(), meta);
+    nn::save_checkpoint(o.save, mp.model_state(), optimizer.get(), meta);
     std::printf("saved checkpoint %s\n", o.save.c_str());
   };
   for (int64_t epoch = first_epoch; epoch < o.epochs; ++epoch) {
@@ -216,26 +233,36 @@ int run(const Options& o) {
     int64_t in_window = 0, images = 0;
     auto window_start = Clock::now();
     for (int64_t i = start; train_loader.next(b); ++i) {
-      schedule->apply(*optimizer, step);
-      optimizer->zero_grad();
-      Tensor ce = nn::cross_entropy(model.forward(b.images.to(device)), b.labels.to(device));
+      schedule->apply(*optimizer, step - skipped);
+      mp.zero_grad();
+      Tensor logits = model.forward(b.images.to(device).to(mp.dtype()));   // (B, 10) in --dtype
+      Tensor ce = nn::cross_entropy(logits.to(DType::f32), b.labels.to(device));
       Tensor loss = ce;
       for (size_t l = 0; l < model.num_moe_layers(); ++l) {   // DeepSpeed's example drops l_aux; we don't
         const moe::MoEOutput& out = model.layer(l).last();
         loss = loss + out.l_aux * o.aux_loss_coef + out.z_loss;
       }
-      loss.backward();
+      mp.backward(loss);                // × the fp16 loss scale
       if (reducer) reducer->reduce();   // average gradients over the ranks
       if (model.num_moe_layers()) routing.add(model.moe_layer_list());
-      if (o.grad_clip > 0) optim::clip_grad_norm(model.parameters(), o.grad_clip);
-      optimizer->step();
+      mp.grads_to_masters();
+      const bool stepped = mp.unscale_or_skip(examples::overflow_anywhere(mp, world));   // false: fp16 overflow
+      if (stepped) {
+        if (o.grad_clip > 0) optim::clip_grad_norm(mp.masters(), o.grad_clip);
+        optimizer->step();
+        mp.masters_to_params();
+      } else {
+        ++skipped;
+      }
       const double l = ce.item<double>();   // the task loss; the MoE terms are logged apart
-      aux_running += loss.item<double>() - l;
-      if (!std::isfinite(l))
+      if (!std::isfinite(l) && stepped)   // a skipped fp16 step may have overflowed in the forward
         MOX_FAIL("training loss became ", l, " at epoch ", epoch + 1, " step ", step,
                  " — lower --lr or check the data");
-      running += l;
-      ++in_window;
+      if (std::isfinite(l)) {
+        aux_running += loss.item<double>() - l;
+        running += l;
+        ++in_window;
+      }
       images += b.images.size(0) * world.size();
       if ((i + 1) % o.log_interval == 0 || i + 1 == steps_per_epoch) {
         if (world.size() > 1) {   // the window's mean loss over all ranks
@@ -246,12 +273,13 @@ int run(const Options& o) {
         }
         const double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
         const double ips = double(images) / secs;
-        if (lead) std::printf("[%lld, %5lld] loss: %.3f  lr %.3g  %.0f images/s\n", (long long)epoch + 1, (long long)i + 1,
-                    running / double(in_window), optimizer->lr(0), ips);
+        if (lead) std::printf("[%lld, %5lld] loss: %.3f  lr %.3g  %.0f images/s%s\n", (long long)epoch + 1, (long long)i + 1,
+                    running / double(in_window), optimizer->lr(0), ips, examples::precision_log(mp, skipped).c_str());
         std::fflush(stdout);
         nlohmann::json rec = {{"split", "train"}, {"epoch", epoch + 1}, {"step", step + 1},
                               {"loss", running / double(in_window)}, {"lr", optimizer->lr(0)}, {"images_per_s", ips}};
         if (model.num_moe_layers()) rec["aux_loss"] = aux_running / double(in_window);
+        examples::add_precision_metrics(rec, mp, skipped);
         metrics.write(rec);
         for (nlohmann::json& r : routing.records()) {
           r["epoch"] = epoch + 1;
@@ -269,7 +297,7 @@ int run(const Options& o) {
         return 0;
       }
     }
-    Accuracy acc = evaluate(model, test_loader, int64_t(classes.size()), device);
+    Accuracy acc = evaluate(model, test_loader, int64_t(classes.size()), device, mp.dtype());
     if (lead)
       std::printf("Accuracy of the network on the %lld test images: %.1f %%\n", (long long)test_set->size(),
                   100.0 * acc.overall);

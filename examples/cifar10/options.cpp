@@ -10,6 +10,7 @@
 #include "examples/cifar10/ds_config.h"
 #include "examples/common/cli.h"
 #include "examples/common/device.h"
+#include "examples/common/precision.h"
 #include "tensor/error.h"
 
 namespace mox::cifar10 {
@@ -75,6 +76,7 @@ Options parse_options(int argc, char** argv, int64_t world_size) {
   app.add_option("--eval-capacity-factor", o.eval_capacity_factor, "capacity factor in evaluation")->check(kPositive);
   app.add_option("--aux-loss-coef", o.aux_loss_coef, "weight of the MoE load-balancing loss added to the loss")->check(kNonNegative);
   app.add_flag("--moe-param-group", o.moe_param_group, "put expert parameters in their own optimizer group");
+  examples::add_precision_flags(app, o.dtype, o.loss_scaler);
   app.add_flag("--detect-anomaly", o.detect_anomaly,
                "check every op's output and gradient; the first NaN/inf stops the run naming the op (slower)");
   app.add_option("--config", o.config,
@@ -130,6 +132,7 @@ Options parse_options(int argc, char** argv, int64_t world_size) {
     usage_error(mox::str("--save/--resume with --ep-world-size ", o.ep_world_size,
                     " > 1 are not supported yet (each rank holds different experts; the distributed engine's "
                     "checkpoints will save them); use --ep-world-size 1"));
+  if (const std::string e = examples::check_precision_flags(app, o.dtype, o.loss_scaler); !e.empty()) usage_error(e);
   if (o.schedule == "warmup" && o.warmup_steps < 2) {
     std::cerr << "mox-cifar10: --schedule warmup needs --warmup-steps of at least 2, got " << o.warmup_steps
               << "\nRun with --help for usage.\n";

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "nn/optim/loss_scaler.h"
+
 namespace mox::cifar10 {
 
 struct Options {
@@ -44,6 +46,8 @@ struct Options {
   bool moe_param_group = false;  // expert parameters in their own optimizer group
   std::string config;            // DeepSpeed-style JSON (examples/cifar10/ds_config.h)
   bool detect_anomaly = false;   // autograd anomaly mode: the first NaN/inf names its op
+  std::string dtype = "fp32";    // fp32 | fp16 | bf16 (examples/common/precision.h)
+  optim::LossScalerConfig loss_scaler;   // fp16: DeepSpeed's dynamic loss scaler defaults
   // Ranks of the job (from dist::init); --batch-size is the global batch, each rank trains on
   // batch_size / world_size images per step, as DeepSpeed's train_batch_size.
   int64_t world_size = 1;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "examples/llm/config.h"
+#include "nn/optim/loss_scaler.h"
 #include "tensor/device.h"
 
 namespace CLI {
@@ -44,6 +45,8 @@ struct TrainOptions {
   bool resume = false;              // continue from <out>/last.safetensors
   std::string metrics;              // JSON-lines file
   bool detect_anomaly = false;      // autograd anomaly mode: the first NaN/inf names its op
+  std::string dtype = "fp32";       // fp32 | fp16 | bf16 (examples/common/precision.h)
+  optim::LossScalerConfig loss_scaler;   // fp16: DeepSpeed's dynamic loss scaler defaults
   // distill only (Mixture-of-Students): teacher checkpoint, KD weight β, temperature, and the
   // iteration after which the KD term is dropped (staged KD; -1 = never).
   std::string teacher;

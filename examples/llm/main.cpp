@@ -17,6 +17,7 @@
 
 #include "dist/world.h"
 #include "examples/common/cli.h"
+#include "examples/common/precision.h"
 #include "examples/common/ranks.h"
 #include "examples/llm/commands.h"
 #include "tensor/cpu/threads.h"
@@ -108,6 +109,8 @@ int main(int argc, char** argv) {
     if (cmd == "distill") o.student_experts_given = sub->count("--num-experts") > 0;
     try {
       validate_train_options(o, cmd == "distill", world_size);
+      if (const std::string e = mox::examples::check_precision_flags(*sub, o.dtype, o.loss_scaler); !e.empty())
+        throw UsageError(e);
     } catch (const std::exception& e) {
       err << "mox-llm " << cmd << ": " << e.what() << "\nRun with " << cmd << " --help for usage.\n";
       return leave(2);

@@ -130,7 +130,10 @@ std::vector<const moe::MoE*> Transformer::moe_layers() const {
 }
 
 Tensor Transformer::aux_loss(double moe_loss_coeff) const {
-  Tensor total = zeros({}, wte->weight.dtype(), wte->weight.device());   // on the model's device
+  // In the routers' dtype (moe::TopKGate computes l_aux and z-loss in f32, f64 for an f64
+  // model), also when the rest of the model is f16/bf16; on the model's device.
+  const DType dt = wte->weight.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  Tensor total = zeros({}, dt, wte->weight.device());
   for (const moe::MoE* m : moe_layers()) total = total + m->last().l_aux * moe_loss_coeff + m->last().z_loss;
   return total;
 }

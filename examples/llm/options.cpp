@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "examples/common/cli.h"
+#include "examples/common/precision.h"
 #include "examples/llm/commands.h"
 #include "moe/gate.h"
 #include "tensor/error.h"
@@ -97,6 +98,7 @@ void add_training_flags(CLI::App& c, TrainOptions& o) {
              "--max-iters may grow, for a bitwise-identical continuation)");
   c.add_flag("--detect-anomaly", o.detect_anomaly,
              "check every op's output and gradient; the first NaN/inf stops the run naming the op (slower)");
+  examples::add_precision_flags(c, o.dtype, o.loss_scaler);
   c.add_option("--metrics", o.metrics, "write JSON-lines metrics to this file")->check(examples::existing_parent_dir());
 }
 

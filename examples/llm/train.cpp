@@ -47,8 +47,14 @@
 // move CUDA tensors over NCCL (dist/transport.h), or its first one fails saying why (a build
 // without NCCL, two ranks on one GPU).
 //
-// What it is not: mixed precision, overlap of gradient reduction with backward, expert-parallel
-// checkpoints.
+// Mixed precision (--dtype fp16|bf16; optim::MixedPrecision, examples/common/precision.h): the
+// model's weights and activations in 16 bits, AdamW on fp32 master weights, routers fp32, the
+// losses (CE, l_aux, KD) in f32; fp16 scales the loss and skips a step whose gradients
+// overflow on any rank (the LR schedule counts only the steps taken). The distillation teacher
+// stays as loaded (f32 or int8): it is frozen, so it has no masters to keep. Checkpoints hold the
+// fp32 masters, so generate and eval read them as any other.
+//
+// What it is not: overlap of gradient reduction with backward, expert-parallel checkpoints.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
@@ -64,8 +70,10 @@
 #include "dist/groups.h"
 #include "dist/world.h"
 #include "examples/common/metrics.h"
+#include "examples/common/precision.h"
 #include "examples/llm/checkpoint.h"
 #include "examples/llm/commands.h"
+#include "moe/gate.h"
 #include "moe/param_groups.h"
 #include "moe/routing_stats.h"
 #include "nn/loss.h"
@@ -81,7 +89,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr uint64_t kEvalSeedSalt = 0x6576616c;   // "eval": the evaluation batches' generator
 
-std::unique_ptr<optim::AdamW> make_optimizer(const TrainOptions& o, const Transformer& model) {
+// Over the fp32 masters of mixed precision (the parameters themselves with --dtype fp32).
+std::unique_ptr<optim::AdamW> make_optimizer(const TrainOptions& o, const Transformer& model,
+                                             const optim::MixedPrecision& mp) {
   nn::NamedTensors decay, no_decay;
   for (auto& [name, p] : model.named_parameters()) (p.dim() >= 2 ? decay : no_decay).emplace_back(name, p);
   std::vector<optim::ParamGroup> groups{optim::make_group("decay", decay), optim::make_group("no_decay", no_decay)};
@@ -91,19 +101,19 @@ std::unique_ptr<optim::AdamW> make_optimizer(const TrainOptions& o, const Transf
     g.beta1 = o.beta1;
     g.beta2 = o.beta2;
   }
-  return std::make_unique<optim::AdamW>(moe::split_moe_param_groups(std::move(groups), model));
+  return std::make_unique<optim::AdamW>(mp.master_groups(moe::split_moe_param_groups(std::move(groups), model)));
 }
 
-Tensor lm_loss(const Tensor& logits, const Tensor& y) {   // logits (B, T, V), y (B, T)
+Tensor lm_loss(const Tensor& logits, const Tensor& y) {   // logits (B, T, V) in any float dtype, y (B, T)
   const int64_t V = logits.size(2);
-  return nn::cross_entropy(logits.reshape({-1, V}), y.reshape({-1}));
+  return nn::cross_entropy(logits.to(DType::f32).reshape({-1, V}), y.reshape({-1}));   // in f32
 }
 
 // β·T²·KL(p_teacher ‖ p_student) at temperature T, mean over tokens (Hinton et al.).
 Tensor kd_loss(const Tensor& student_logits, const Tensor& teacher_logits, double beta, double temp) {
   const int64_t V = student_logits.size(2);
-  Tensor s = log_softmax(student_logits.reshape({-1, V}) / temp, -1);   // (N, V)
-  Tensor log_t = log_softmax(teacher_logits.reshape({-1, V}) / temp, -1);   // constant
+  Tensor s = log_softmax(student_logits.to(DType::f32).reshape({-1, V}) / temp, -1);   // (N, V), in f32
+  Tensor log_t = log_softmax(teacher_logits.to(DType::f32).reshape({-1, V}) / temp, -1);   // constant
   Tensor p_t = exp(log_t);
   const double n = double(s.size(0));
   return sum(p_t * (log_t - s)) * (beta * temp * temp / n);
@@ -123,22 +133,23 @@ data::TextBatch shard(const data::TextBatch& b, const dist::ProcessGroup& world)
 // ep_size 1 every rank holds every parameter and the same reduced gradients. With ep_size p > 1
 // a rank holds E/p experts of each MoE layer: the experts' part of the squared norm is summed
 // over the expert-parallel group (their gradients are equal across the expert-data-parallel
-// group after the reduction), as DeepSpeed's clip_grad_norm_ does.
-void clip_gradients(const Transformer& model, double max_norm, int64_t ep_size) {
+// group after the reduction), as DeepSpeed's clip_grad_norm_ does. The gradients clipped are the
+// fp32 masters' (the parameters' own with --dtype fp32).
+void clip_gradients(const Transformer& model, const optim::MixedPrecision& mp, double max_norm, int64_t ep_size) {
   if (ep_size == 1 || model.moe_layers().empty()) {
-    optim::clip_grad_norm(model.parameters(), max_norm);
+    optim::clip_grad_norm(mp.masters(), max_norm);
     return;
   }
   std::set<std::string> expert_names;
   for (const moe::ExpertParameter& e : moe::expert_parameters(model)) expert_names.insert(e.name);
   std::vector<Tensor> grads;
   double dense_sq = 0, expert_sq = 0;
-  for (auto& [name, p] : model.named_parameters()) {
-    Tensor g = p.grad();
+  for (const optim::MixedPrecision::Weight& w : mp.weights()) {
+    Tensor g = w.master.grad();
     if (!g.defined()) continue;
     grads.push_back(g);
     const double sq = raw::sum(raw::unary(UnaryOp::square, raw::to_dtype(g, DType::f64))).item<double>();
-    (expert_names.count(name) ? expert_sq : dense_sq) += sq;
+    (expert_names.count(w.name) ? expert_sq : dense_sq) += sq;
   }
   Tensor e = from_vector<double>({expert_sq}, {1});
   dist::expert_groups(int(ep_size)).expert_parallel->all_reduce(e);
@@ -247,20 +258,25 @@ int run_train(const TrainOptions& opts) {
   Generator data_gen(o.seed + 1);
   Transformer model(o.model, model_gen, o.ep_size);
   model.to(device);   // before the reducer and the optimizer take its parameters
-  // Same seed, same initial weights on every rank; the broadcast makes it a guarantee.
+  // Same seed, same initial weights on every rank; the broadcast makes it a guarantee (of the
+  // f32 weights, which the 16-bit weights and the masters are then made from).
   std::unique_ptr<dist::GradientReducer> reducer;
   if (W > 1) {
     reducer = std::make_unique<dist::GradientReducer>(model);
     reducer->broadcast_parameters();
   }
-  std::unique_ptr<optim::AdamW> optimizer = make_optimizer(o, model);
+  optim::MixedPrecision mp(model, examples::compute_dtype(o.dtype), moe::is_router, o.loss_scaler);
+  if (reducer && mp.dtype() != DType::f32) reducer = std::make_unique<dist::GradientReducer>(model);   // 16-bit now
+  std::unique_ptr<optim::AdamW> optimizer = make_optimizer(o, model, mp);
   int64_t step = 0, skip_eval_at = -1;   // a resumed run has already evaluated its first step
+  int64_t skipped = 0;   // fp16 steps skipped on overflow (counted in `step`, not in the LR schedule)
   double best_val = INFINITY;
   bool rank_stream_restored = false;
   if (o.resume) {
     // Into the model and optimizer where they are: the file's CPU tensors are copied onto each
     // parameter's device (Module::load_state_dict, Optimizer::load_state_dict).
-    nn::Metadata meta = nn::load_checkpoint(last_path, model, optimizer.get());
+    nn::Metadata meta = nn::load_checkpoint(last_path, mp.model_state(), optimizer.get());
+    skipped = examples::restore_precision_metadata(meta, last_path, o.dtype, mp);
     step = nn::require_meta_count(meta, "step", last_path);
     best_val = nn::require_meta_number(meta, "best_val_loss", last_path);
     nn::restore_generator(*model_gen, meta, "model_rng", last_path);
@@ -299,11 +315,12 @@ int run_train(const TrainOptions& opts) {
   }
   if (lead) {
     std::printf("mox-llm %s: %s, %lld params, %s; %lld train / %lld val tokens; batch %lld x %lld tokens, grad_accum %lld, "
-                "%lld iters, %s, %lld threads%s\n",
+                "%lld iters, %s%s, %lld threads%s\n",
                 distill ? "distill" : "train", model.repr().c_str(), (long long)num_params,
                 ds->tokenizer().describe().c_str(), (long long)ds->size(data::Split::train),
                 (long long)ds->size(data::Split::val), (long long)o.batch_size, (long long)o.model.block_size,
-                (long long)o.grad_accum, (long long)o.max_iters, run_device.summary.c_str(), (long long)o.threads,
+                (long long)o.grad_accum, (long long)o.max_iters, run_device.summary.c_str(),
+                o.dtype == "fp32" ? "" : (", " + o.dtype + " (fp32 master weights)").c_str(), (long long)o.threads,
                 W > 1 ? str(" per rank; ", W, " ranks (", o.batch_size / W, " sequences each), ep_size ", o.ep_size,
                             num_params != model.num_parameters() ? str(" (", model.num_parameters(), " params per rank)") : "")
                             .c_str()
@@ -344,9 +361,10 @@ int run_train(const TrainOptions& opts) {
     meta["data_rng"] = nn::generator_state(data_gen);
     meta["train_options"] = nlohmann::json{{"lr", o.lr}, {"min_lr", o.min_lr}, {"batch_size", o.batch_size},
                                            {"max_iters", o.max_iters}, {"seed", o.seed}, {"distill", distill},
-                                           {"world_size", W}, {"device", device.str()}}
+                                           {"world_size", W}, {"device", device.str()}, {"dtype", o.dtype}}
                                 .dump();
-    nn::save_checkpoint(path, model, optimizer.get(), meta);
+    examples::save_precision_metadata(meta, o.dtype, mp, skipped);
+    nn::save_checkpoint(path, mp.model_state(), optimizer.get(), meta);
   };
 
   moe::RoutingStats routing;
@@ -380,14 +398,15 @@ int run_train(const TrainOptions& opts) {
     }
     if (step >= o.max_iters) break;
 
-    schedule.apply(*optimizer, step);
-    optimizer->zero_grad();
+    schedule.apply(*optimizer, step - skipped);
+    mp.zero_grad();
     double step_loss = 0, step_aux = 0, step_kd = 0;
+    bool finite = true;   // every micro-batch's loss (fp16: an overflow in the forward skips the step)
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
       // The global batch on every rank (B offsets from the shared generator), then this rank's rows.
       const data::TextBatch b = shard(ds->sample(data::Split::train, o.batch_size, data_gen), world);
       const Tensor x = b.x.to(device), y = b.y.to(device);   // (B/W, T) each, on the model's device
-      Tensor logits = model.forward(x);   // (B, T, V)
+      Tensor logits = model.forward(x);   // (B, T, V) in --dtype
       Tensor ce = lm_loss(logits, y);
       Tensor loss = ce;
       if (has_moe) {
@@ -406,19 +425,32 @@ int run_train(const TrainOptions& opts) {
         step_kd += kd.item<double>();
         loss = loss + kd;
       }
-      (loss / double(o.grad_accum)).backward();
+      mp.backward(loss, o.grad_accum);   // loss / grad_accum × the fp16 loss scale
       const double l = ce.item<double>();
-      MOX_CHECK(std::isfinite(l), "training loss became ", l, " at step ", step, " — lower --lr or check the data");
+      MOX_CHECK(std::isfinite(l) || mp.scaler(), "training loss became ", l, " at step ", step,
+                " — lower --lr or check the data");
+      finite = finite && std::isfinite(l);
       step_loss += l / double(o.grad_accum);
       window_tokens += b.x.numel() * W;   // global
     }
     if (reducer) reducer->reduce();   // average over the ranks: the gradient of the global batch's loss
-    if (o.grad_clip > 0) clip_gradients(model, o.grad_clip, o.ep_size);
-    optimizer->step();
-    window_loss += step_loss;
-    window_aux += step_aux / double(o.grad_accum);
-    window_kd += step_kd / double(o.grad_accum);
-    ++window_steps;
+    mp.grads_to_masters();
+    const bool stepped = mp.unscale_or_skip(examples::overflow_anywhere(mp, world));   // false: fp16 overflow
+    if (stepped) {
+      if (o.grad_clip > 0) clip_gradients(model, mp, o.grad_clip, o.ep_size);
+      optimizer->step();
+      mp.masters_to_params();
+    } else {
+      ++skipped;
+    }
+    MOX_CHECK(finite || !stepped, "training loss became non-finite at step ", step, " with finite gradients",
+              " — lower --lr or check the data");
+    if (finite) {   // a skipped step with a non-finite loss is left out of the window's mean
+      window_loss += step_loss;
+      window_aux += step_aux / double(o.grad_accum);
+      window_kd += step_kd / double(o.grad_accum);
+      ++window_steps;
+    }
     if ((step + 1) % o.log_interval == 0 || step + 1 == o.max_iters) {
       if (W > 1) {   // the window's losses averaged over the ranks (each a mean over an equal share)
         Tensor sums = from_vector<double>({window_loss, window_aux, window_kd}, {3});
@@ -436,6 +468,7 @@ int run_train(const TrainOptions& opts) {
                             {"lr", optimizer->lr(0)}, {"tokens_per_s", tps}};
       if (has_moe) rec["aux_loss"] = window_aux / double(window_steps);
       if (distill) rec["kd_loss"] = window_kd / double(window_steps);
+      examples::add_precision_metrics(rec, mp, skipped);
       metrics.write(rec);
       for (nlohmann::json& r : routing_records) {
         r["step"] = step + 1;
@@ -443,8 +476,8 @@ int run_train(const TrainOptions& opts) {
         metrics.write(r);
       }
       if (lead && ((step + 1) % (o.log_interval * 10) == 0 || step + 1 == o.max_iters)) {
-        std::printf("iter %lld: loss %.4f, lr %.3g, %.0f tokens/s\n", (long long)step + 1,
-                    window_loss / double(window_steps), optimizer->lr(0), tps);
+        std::printf("iter %lld: loss %.4f, lr %.3g, %.0f tokens/s%s\n", (long long)step + 1,
+                    window_loss / double(window_steps), optimizer->lr(0), tps, examples::precision_log(mp, skipped).c_str());
         std::fflush(stdout);
       }
       window_loss = window_aux = window_kd = 0;
