@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""profile.py — where a mox workload spends its time, by kind of work, from a perf profile.
+"""perf_profile.py — where a mox workload spends its time, by kind of work, from a perf profile.
 
-    python3 bench/profile.py NAME [--seconds 5] [--threads 2] [--top 15]
+    python3 bench/perf_profile.py NAME [--seconds 5] [--threads 2] [--top 15]
 
 Runs `perf record` on `build/bin/mox-workloads NAME` (bench/workloads.cpp), then sums the
 samples by category (GEMM — oneDNN's JIT code and OpenBLAS —, optimizer update, norms,
@@ -46,14 +46,14 @@ def main():
     p.add_argument("--top", type=int, default=15, help="hottest symbols to list")
     a = p.parse_args()
     if not os.access(MOX, os.X_OK):
-        sys.exit(f"profile: {MOX} not found — run `make build/bin/mox-workloads`")
+        sys.exit(f"perf_profile: {MOX} not found — run `make build/bin/mox-workloads`")
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "perf.data")
         env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
         rec = subprocess.run(["perf", "record", "-o", data, "--", MOX, a.name, "--seconds", str(a.seconds),
                               "--threads", str(a.threads)], env=env, capture_output=True, text=True)
         if rec.returncode != 0:
-            sys.exit(f"profile: perf record failed (exit {rec.returncode}):\n{rec.stderr}{rec.stdout}")
+            sys.exit(f"perf_profile: perf record failed (exit {rec.returncode}):\n{rec.stderr}{rec.stdout}")
         print(next((l for l in rec.stdout.splitlines() if l.startswith("result")), "result ?"))
         report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,symbol", "--stdio"],
                                 capture_output=True, text=True).stdout
