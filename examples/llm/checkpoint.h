@@ -4,7 +4,10 @@
 // Metadata: "example" = "llm", "config" (ModelConfig JSON), "tokenizer" (its JSON),
 // "step" (optimizer steps done), "best_val_loss", "model_rng" and "data_rng" ("seed:offset"
 // of the model's and the data sampler's generators), "train_options" (JSON, informative),
-// and "quantized" = "int8" for a quantised model (its Linears are QuantizedLinear buffers).
+// "quantized" = "int8" for a quantised model (its Linears are QuantizedLinear buffers), and
+// from training runs "dtype", "skipped_steps" and, for fp16, "loss_scaler.*"
+// (examples/common/precision.h). The weights are f32 whatever --dtype trained them: a 16-bit
+// run saves its fp32 master weights.
 // A training run writes <out>/last.safetensors and <out>/best.safetensors (lowest validation
 // loss so far), each atomically (nn/checkpoint.h). Anything that takes --checkpoint accepts
 // the file or the directory (best, else last).
