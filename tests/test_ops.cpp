@@ -313,6 +313,16 @@ TEST(Reductions, LargeAndLeadingDimReductions) {
   expect_near(vals(raw::sum(x, {1})), row, 1e-12, "rows");
   expect_near(vals(raw::reduce(ReduceOp::mean, raw::reshape(x, {4, 128, 130}), {0, 1}, false)),
               [&] { vector<double> m = col; for (double& v : m) v /= 512; return m; }(), 1e-12, "mean leading");
+  // f32 over many column blocks: each column is summed in row order in double, then rounded,
+  // whatever the blocking and the threads — so exactly the sequential double sum.
+  Tensor y = raw::to_dtype(rnd({300, 1000}, 9), DType::f32);
+  const vector<float> yv = y.to_vector<float>();
+  const vector<float> got = raw::sum(y, {0}).to_vector<float>();
+  for (int c = 0; c < 1000; ++c) {
+    double s = 0;
+    for (int r = 0; r < 300; ++r) s += double(yv[size_t(r * 1000 + c)]);
+    ASSERT_EQ(got[size_t(c)], float(s)) << "column " << c;
+  }
 }
 
 TEST(Reductions, DtypesEmptyAndNaN) {

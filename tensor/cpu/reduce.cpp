@@ -4,6 +4,7 @@
 // when that view is not contiguous), except the bias-gradient pattern — reducing leading
 // dims of a contiguous tensor — which accumulates rows in place without a copy.
 // Floating sums accumulate in double.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -56,16 +57,29 @@ void reduce_rows(ReduceOp op, const T* x, int64_t rows, int64_t cols, T* out) {
 }
 
 // out[c] = reduce over r of x[r, c]; for sum/mean over leading dims (bias gradients).
+// Columns are taken in blocks of kBlock whose double accumulators stay in L1 while the rows
+// stream through in memory order (a column at a time would read with a stride of `cols`,
+// a cache miss per element on large gradients); each column still sums its rows in order,
+// so the result does not depend on the blocking or the thread count.
 template <typename T>
 void reduce_leading(ReduceOp op, const T* x, int64_t rows, int64_t cols, T* out) {
   using S = sum_t<T>;
-  const bool parallel = rows * cols >= cpu::kParallelGrain && cols >= 64;
+  constexpr int64_t kBlock = 128;
+  const int64_t blocks = (cols + kBlock - 1) / kBlock;
+  const bool parallel = rows * cols >= cpu::kParallelGrain && blocks > 1;
 #pragma omp parallel for if (parallel) schedule(static)
-  for (int64_t c = 0; c < cols; ++c) {
-    S acc = 0;
-    for (int64_t r = 0; r < rows; ++r) acc += S(acc_t<T>(x[r * cols + c]));
-    if (op == ReduceOp::mean) acc = rows ? acc / S(rows) : S(NAN);
-    out[c] = T(acc_t<T>(acc));
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t c0 = blk * kBlock, width = std::min(kBlock, cols - c0);
+    S acc[kBlock] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = x + r * cols + c0;
+      for (int64_t c = 0; c < width; ++c) acc[c] += S(acc_t<T>(row[c]));
+    }
+    for (int64_t c = 0; c < width; ++c) {
+      S v = acc[c];
+      if (op == ReduceOp::mean) v = rows ? v / S(rows) : S(NAN);
+      out[c0 + c] = T(acc_t<T>(v));
+    }
   }
 }
 }  // namespace
