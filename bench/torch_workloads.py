@@ -9,8 +9,8 @@ prints "result <value> <unit>" last. The MoE workloads are written the DeepSpeed
 (deepspeed/moe/sharded_moe.py): an fp32 router, top1gating/top2gating building the
 (S, E, C) combine weights and dispatch mask, einsum dispatch "sec,sm->ecm", the experts on
 their (C, M) chunks, einsum combine "sec,ecm->sm" — plain PyTorch, DeepSpeed not needed.
-`moe_layer_index` is the same layer with index dispatch instead (index_select/index_add),
-the faster way a PyTorch user could write it. Needs torch; never used by `make test`.
+`moe_layer_index` and `gpt_moe_index` use the same routing with index dispatch instead
+(index_select/index_add), the faster way a PyTorch user could write it. Needs torch; never used by `make test`.
 """
 import argparse
 import math
@@ -181,11 +181,11 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, moe):
+    def __init__(self, moe, index_dispatch=False):
         super().__init__()
         self.ln_1, self.ln_2 = nn.LayerNorm(C, bias=False), nn.LayerNorm(C, bias=False)
         self.c_attn, self.c_proj = nn.Linear(C, 3 * C, bias=False), nn.Linear(C, C, bias=False)
-        self.mlp = DeepSpeedMoE(C, Mlp, 4, k=2) if moe else Mlp()
+        self.mlp = DeepSpeedMoE(C, Mlp, 4, k=2, index_dispatch=index_dispatch) if moe else Mlp()
 
     def forward(self, x, cache=None):   # cache: [k, v, length] with k, v (B, H, T, D)
         B, t, _ = x.shape
@@ -206,10 +206,10 @@ class Block(nn.Module):
 
 
 class Gpt(nn.Module):
-    def __init__(self, moe):
+    def __init__(self, moe, index_dispatch=False):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(V, C), nn.Embedding(T, C)
-        self.h = nn.ModuleList([Block(moe and i % 2 == 1) for i in range(L)])
+        self.h = nn.ModuleList([Block(moe and i % 2 == 1, index_dispatch) for i in range(L)])
         self.ln_f = nn.LayerNorm(C, bias=False)
         for name, p in self.named_parameters():   # nanoGPT's initialisation
             if p.dim() >= 2:
@@ -227,9 +227,9 @@ class Gpt(nn.Module):
         return F.linear(self.ln_f(x), self.wte.weight), aux
 
 
-def gpt_train(moe):
+def gpt_train(moe, index_dispatch=False):
     torch.manual_seed(0)
-    model = Gpt(moe)
+    model = Gpt(moe, index_dispatch)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
@@ -304,6 +304,7 @@ WORKLOADS = {
     "cifar_moe_b64": lambda: cifar(64, True),
     "gpt_dense": lambda: gpt_train(False),
     "gpt_moe": lambda: gpt_train(True),
+    "gpt_moe_index": lambda: gpt_train(True, index_dispatch=True),
     "moe_layer": lambda: moe_layer(False),
     "moe_layer_index": lambda: moe_layer(True),
     "dense_ffn": lambda: layer_fwd_bwd(ffn(K * FFN)),
