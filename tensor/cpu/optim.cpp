@@ -11,8 +11,11 @@ namespace mox {
 
 namespace {
 
-// Below this many elements the OpenMP fork costs more than the update.
-constexpr int64_t kParallelMin = 1 << 18;   // memory-bound: threads pay only for large params
+// Below this many elements the OpenMP fork costs more than the update. SGD is a pure stream
+// (threads pay only for large params); Adam's square root and two divisions per element make
+// a second thread pay from ~32k elements (a 128×256 weight).
+constexpr int64_t kSgdParallelMin = 1 << 18;
+constexpr int64_t kAdamParallelMin = 1 << 15;
 
 // Calls f(std::bool_constant<b>{}), turning a run-time flag into a template argument.
 template <typename F> void with_flag(bool b, F&& f) {
@@ -32,7 +35,7 @@ void sgd_kernel(const Tensor& param, const Tensor& grad, const Tensor* momentum_
     with_flag(buf != nullptr, [&](auto mom) {
       with_flag(c.nesterov, [&](auto nest) {
         with_flag(c.first_step, [&](auto first) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for schedule(static) if (n >= kSgdParallelMin)
           for (int64_t i = 0; i < n; ++i)
             optim::sgd_update_fixed<T, wd(), mom(), nest(), first()>(p[i], g[i], buf + (mom() ? i : 0), c);
         });
@@ -52,7 +55,7 @@ void adam_kernel(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   const int64_t n = param.numel();
   with_flag(c.decay != T(1), [&](auto decay) {
     with_flag(c.weight_decay != T(0), [&](auto wd) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for schedule(static) if (n >= kAdamParallelMin)
       for (int64_t i = 0; i < n; ++i) optim::adam_update_fixed<T, decay(), wd()>(p[i], g[i], m[i], v[i], c);
     });
   });
