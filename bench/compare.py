@@ -7,8 +7,8 @@
 For each workload (bench/workloads.cpp and its twin bench/torch_workloads.py) it runs mox,
 PyTorch, mox, PyTorch, ... (--reps each, every run a fresh process that warms up before it
 measures), with the same thread count on both sides (OMP_NUM_THREADS and MKL_NUM_THREADS
-set, --threads passed to each program, OPENBLAS_CORETYPE removed from the measured
-commands' environment so mox picks its own kernels), and prints a table: workload, mox
+set, --threads passed to each program, OPENBLAS_CORETYPE and MOX_CPU_GEMM removed
+from the measured commands' environment so mox picks its own kernels and GEMM library), and prints a table: workload, mox
 median, PyTorch median, ratio, the goal of the performance issue, and the peak RSS (max
 resident set, os.wait4) of each side. With --results the table, the machine, the versions
 and the exact commands replace the generated section of that file (between the
@@ -70,10 +70,11 @@ def machine(python):
     torch_v = subprocess.run([python, "-c", "import torch; print(torch.__version__, torch.backends.mkldnn.is_available())"],
                              capture_output=True, text=True).stdout.split()
     blas = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libopenblas0-openmp"], capture_output=True, text=True).stdout
+    dnnl = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libdnnl2"], capture_output=True, text=True).stdout
     gxx = subprocess.run(["g++", "-dumpfullversion"], capture_output=True, text=True).stdout.strip()
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return [f"CPU: {cpu}, {os.cpu_count()} logical cores; {platform.system()} {platform.release()}",
-            f"mox {commit or '?'} (g++ {gxx}, OpenBLAS {blas or '?'} OpenMP build); "
+            f"mox {commit or '?'} (g++ {gxx}, OpenBLAS {blas or '?'} OpenMP build, oneDNN {dnnl or '?'}); "
             f"PyTorch {torch_v[0] if torch_v else '?'} (oneDNN {'on' if torch_v[1:] == ['True'] else 'off'})",
             f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}"]
 
@@ -96,6 +97,7 @@ def main():
 
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("MOX_CPU_GEMM", None)   # mox's default GEMM library choice is what is compared
     common = ["--seconds", str(a.seconds), "--threads", str(a.threads)]
     commands = []
     lines = ["| workload | mox | PyTorch | mox / PyTorch | goal | peak RSS mox / PyTorch (MiB) |",

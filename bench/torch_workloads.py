@@ -211,8 +211,8 @@ class Gpt(nn.Module):
         self.wte, self.wpe = nn.Embedding(V, C), nn.Embedding(T, C)
         self.h = nn.ModuleList([Block(moe and i % 2 == 1, index_dispatch) for i in range(L)])
         self.ln_f = nn.LayerNorm(C, bias=False)
-        for name, p in self.named_parameters():   # nanoGPT's initialisation
-            if p.dim() >= 2:
+        for name, p in self.named_parameters():   # nanoGPT's initialisation; routers keep the default
+            if p.dim() >= 2 and ".wg." not in name:
                 std = 0.02 / math.sqrt(2 * L) if name.endswith("c_proj.weight") else 0.02
                 nn.init.normal_(p, 0.0, std)
 

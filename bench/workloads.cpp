@@ -8,7 +8,8 @@
 // work in PyTorch (same shapes, initialisation scheme, optimizer and hyper-parameters); the
 // list, with what one "step" is, is kWorkloads below. A run does N warm-up steps, then steps
 // until S seconds have passed (at least 3), and reports units / elapsed wall time. Inputs
-// are fixed random tensors (data loading is not what is compared).
+// are random tensors made up front, except the LLM's token batches, drawn each step on both
+// sides (data loading is not what is compared).
 //
 // What it is not: a statistics harness — repetitions, interleaving with PyTorch, medians and
 // peak RSS are compare.py's job; this program runs one workload once.

@@ -132,7 +132,8 @@ void Engine::build_optimizer(std::vector<optim::ParamGroup> groups) {
 
 Tensor Engine::forward(const Tensor& x) {
   const auto t = Clock::now();
-  Tensor y = model_->forward(x.to(mp_->dtype()));
+  // Floating inputs (images) take the model's compute dtype; integer ones (token ids) stay.
+  Tensor y = model_->forward(is_floating(x.dtype()) ? x.to(mp_->dtype()) : x);
   t_forward_ += seconds_since(t);
   return y;
 }

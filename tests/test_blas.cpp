@@ -1,12 +1,17 @@
 // test_blas.cpp — cpu::gemm (tensor/cpu/blas.h), the CPU backend's one GEMM entry point,
 // against a naive double-precision triple loop: both libraries behind it (OpenBLAS below
 // kOnednnMinMacs multiply-adds, oneDNN from there on), every transpose combination, leading
-// dimensions wider than the matrix, alpha and beta (accumulate into C), f32 and f64, and
-// M, N, K of 1. The matmul/conv/attention tests reach it through the ops; this pins the
-// library switch itself, so a shape on either side of the threshold gives the same numbers.
+// dimensions wider than the matrix, alpha and beta (accumulate into C; with beta 0, C starts
+// as NaN and must not be read), f32 and f64, and M, N, K of 1. The matmul/conv/attention
+// tests reach it through the ops; this pins the library switch itself, so a shape on either
+// side of the threshold gives the same numbers (run without MOX_CPU_GEMM set, or only the
+// forced library is covered).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "tensor/cpu/blas.h"
@@ -31,6 +36,8 @@ void check(const Case& c) {
   for (T& v : a) v = T(gen.next_uniform() * 2 - 1);
   for (T& v : b) v = T(gen.next_uniform() * 2 - 1);
   for (T& v : out) v = T(gen.next_uniform() * 2 - 1);
+  // beta = 0: C must not be read (BLAS semantics), so a NaN there must not leak through
+  if (c.beta == 0) std::fill(out.begin(), out.end(), std::numeric_limits<T>::quiet_NaN());
   const std::vector<T> before = out;
   mox::cpu::gemm(c.ta, c.tb, c.M, c.N, c.K, T(c.alpha), a.data(), lda, b.data(), ldb, T(c.beta), out.data(), ldc);
   const double tol = std::is_same_v<T, float> ? 1e-4 : 1e-12;
@@ -43,15 +50,17 @@ void check(const Case& c) {
         const double bv = c.tb ? b[size_t(j * ldb + k)] : b[size_t(k * ldb + j)];
         ref += av * bv;
       }
-      ref = c.alpha * ref + c.beta * double(before[size_t(i * ldc + j)]);
+      if (c.beta != 0) ref = c.alpha * ref + c.beta * double(before[size_t(i * ldc + j)]);
+      else ref = c.alpha * ref;
       const double got = out[size_t(i * ldc + j)];
-      if (std::abs(got - ref) > tol * (1 + std::sqrt(double(c.K)) + std::abs(ref))) ++bad;
+      if (!(std::abs(got - ref) <= tol * (1 + std::sqrt(double(c.K)) + std::abs(ref)))) ++bad;   // NaN counts
     }
   EXPECT_EQ(bad, 0) << "M=" << c.M << " N=" << c.N << " K=" << c.K << " ta=" << c.ta << " tb=" << c.tb
                     << " alpha=" << c.alpha << " beta=" << c.beta;
   // the padding between rows of C is never written
   for (int64_t i = 0; i < c.M; ++i)
-    for (int64_t j = c.N; j < ldc; ++j) ASSERT_EQ(out[size_t(i * ldc + j)], before[size_t(i * ldc + j)]);
+    for (int64_t j = c.N; j < ldc; ++j)
+      ASSERT_EQ(std::memcmp(&out[size_t(i * ldc + j)], &before[size_t(i * ldc + j)], sizeof(T)), 0);
 }
 
 std::vector<Case> cases() {

@@ -15,7 +15,8 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
     // Squares in f32 (16-bit grads widened first: their squares overflow) or f64, summed in
-    // double by the backend's reduction: one temporary per grad.
+    // double by the backend's reduction and rounded to the grad's dtype per tensor (an f32
+    // grad beyond ~1e19 gives an infinite norm: no clipping, the caller's non-finite case).
     if (g.dtype() == DType::f16 || g.dtype() == DType::bf16) g = raw::to_dtype(g, DType::f32);
     sum_sq += raw::sum(raw::unary(UnaryOp::square, g)).to(DType::f64).item<double>();
   }

@@ -6,7 +6,8 @@
 
 namespace mox::optim {
 
-// The L2 norm of all the params' gradients taken together (squares summed in double; params
+// The L2 norm of all the params' gradients taken together (each tensor's squares summed in
+// double, rounded to its dtype, the tensors' sums added in double; params
 // whose grad is undefined are skipped). When max_norm / (norm + 1e-6) < 1 — as in PyTorch,
 // which multiplies by that factor clamped to 1 — every grad is scaled in place by it.
 // Returns the norm before clipping. A non-finite norm is returned as is and the grads are

@@ -46,7 +46,7 @@ void CpuBackend::bmm(const Tensor& a, const Tensor& b, const Tensor& out, bool a
       const T* bp = static_cast<const T*>(b.raw_data());
       T* cp = static_cast<T*>(out.raw_data());
       const T beta = accumulate ? T(1) : T(0);
-      // Small matrices: one single-threaded GEMM per thread; large ones: OpenBLAS threads;
+      // Small matrices: one single-threaded GEMM per thread; large ones: the library's threads;
       // tiny batches: one thread (a parallel region costs more than the work).
       const bool per_thread = B > 1 && M * N * K < (1 << 18) && B * M * N * K >= cpu::kParallelGrain * 8;
 #pragma omp parallel for if (per_thread) schedule(static)

@@ -64,7 +64,7 @@ void reduce_rows(ReduceOp op, const T* x, int64_t rows, int64_t cols, T* out) {
 template <typename T>
 void reduce_leading(ReduceOp op, const T* x, int64_t rows, int64_t cols, T* out) {
   using S = sum_t<T>;
-  constexpr int64_t kBlock = 128;
+  constexpr int64_t kBlock = 64;
   const int64_t blocks = (cols + kBlock - 1) / kBlock;
   const bool parallel = rows * cols >= cpu::kParallelGrain && blocks > 1;
 #pragma omp parallel for if (parallel) schedule(static)

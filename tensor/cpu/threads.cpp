@@ -5,9 +5,11 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include "tensor/cpu/blas.h"
 #include "tensor/error.h"
 
 namespace mox {
@@ -35,6 +37,12 @@ const char* openblas_core_override() {
 }  // namespace
 
 void configure_cpu_runtime(char** argv) {
+  try {
+    cpu::gemm_library_choice();   // a bad MOX_CPU_GEMM is a usage error now, not inside a kernel
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    std::exit(2);
+  }
   bool changed = false;
   if (std::getenv("OMP_WAIT_POLICY") == nullptr) changed |= setenv("OMP_WAIT_POLICY", "passive", 0) == 0;
   if (const char* core = openblas_core_override()) changed |= setenv("OPENBLAS_CORETYPE", core, 0) == 0;
