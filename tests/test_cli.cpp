@@ -54,6 +54,20 @@ class CifarCli : public ::testing::Test {
     return mox::testing::run_program(binary_, (args.find("--device") == std::string::npos ? "--device cpu " : "") + args);
   }
   std::string path(const std::string& name) const { return dir_.path(name); }
+  // The resume tests' pattern: one training run whole (`total` steps, metrics a.jsonl) and the
+  // same run split in two (saved to ck.safetensors at step `split`, resumed to `total`,
+  // metrics of both parts in b.jsonl).
+  struct WholeAndResumed {
+    ProgramResult whole, first, resumed;
+  };
+  WholeAndResumed run_whole_and_resumed(const std::string& common, int split, int total) const {
+    const std::string ck = sh_quote(path("ck.safetensors")), b = " --metrics " + sh_quote(path("b.jsonl"));
+    WholeAndResumed r;
+    r.whole = run(common + " --max-steps " + std::to_string(total) + " --metrics " + sh_quote(path("a.jsonl")));
+    r.first = run(common + " --max-steps " + std::to_string(split) + " --save " + ck + b);
+    r.resumed = run(common + " --max-steps " + std::to_string(total) + " --resume " + ck + b);
+    return r;
+  }
   void write_file(const std::string& name, size_t bytes) const {
     std::ofstream(path(name), std::ios::binary) << std::string(bytes, '\0');
   }
@@ -287,15 +301,11 @@ TEST_F(CifarCli, MidEpochResumeIsBitwiseExact) {
   const std::string common = "--data " + sh_quote(data) + " --batch-size 16 --log-interval 5 --threads 1 --seed 3" +
                              " --moe --num-experts 2 --noisy-gate-policy RSample --capacity-factor 0.5 --min-capacity 0" +
                              " --schedule cosine --warmup-steps 10 --epochs 1";
-  ProgramResult a = run(common + " --max-steps 30 --metrics " + sh_quote(path("a.jsonl")));
-  ASSERT_EQ(a.code, 0) << a.output;
-  ProgramResult b1 = run(common + " --max-steps 15 --save " + sh_quote(path("ck.safetensors")) + " --metrics " +
-                         sh_quote(path("b.jsonl")));
-  ASSERT_EQ(b1.code, 0) << b1.output;
-  ProgramResult b2 = run(common + " --max-steps 30 --resume " + sh_quote(path("ck.safetensors")) + " --metrics " +
-                         sh_quote(path("b.jsonl")));
-  ASSERT_EQ(b2.code, 0) << b2.output;
-  EXPECT_CONTAINS(b2.output, "0 epochs and 15 batches done, step 15");
+  const WholeAndResumed r = run_whole_and_resumed(common, 15, 30);
+  ASSERT_EQ(r.whole.code, 0) << r.whole.output;
+  ASSERT_EQ(r.first.code, 0) << r.first.output;
+  ASSERT_EQ(r.resumed.code, 0) << r.resumed.output;
+  EXPECT_CONTAINS(r.resumed.output, "0 epochs and 15 batches done, step 15");
   const std::vector<std::string> la = train_losses(path("a.jsonl")), lb = train_losses(path("b.jsonl"));
   ASSERT_EQ(la.size(), 6u);
   EXPECT_EQ(la, lb);   // steps 1–15 from the first part, 16–30 from the resumed run
@@ -313,15 +323,11 @@ TEST_F(CifarCli, MixedPrecisionTrainsReportsSkippedStepsAndResumesExactly) {
   // each time (hysteresis 1), and the metrics say so. A run stopped at step 15 and resumed
   // continues bitwise — the loss scaler's state travels in the checkpoint.
   const std::string fp16 = common + " --dtype fp16 --initial-scale-power 28 --hysteresis 1";
-  ProgramResult a = run(fp16 + " --max-steps 30 --metrics " + sh_quote(path("a.jsonl")));
-  ASSERT_EQ(a.code, 0) << a.output;
-  EXPECT_CONTAINS(a.output, "skipped steps");
-  ProgramResult b1 = run(fp16 + " --max-steps 15 --save " + sh_quote(path("ck.safetensors")) + " --metrics " +
-                         sh_quote(path("b.jsonl")));
-  ASSERT_EQ(b1.code, 0) << b1.output;
-  ProgramResult b2 = run(fp16 + " --max-steps 30 --resume " + sh_quote(path("ck.safetensors")) + " --metrics " +
-                         sh_quote(path("b.jsonl")));
-  ASSERT_EQ(b2.code, 0) << b2.output;
+  const WholeAndResumed r = run_whole_and_resumed(fp16, 15, 30);
+  ASSERT_EQ(r.whole.code, 0) << r.whole.output;
+  EXPECT_CONTAINS(r.whole.output, "skipped steps");
+  ASSERT_EQ(r.first.code, 0) << r.first.output;
+  ASSERT_EQ(r.resumed.code, 0) << r.resumed.output;
   struct Record { std::string loss; double scale; int64_t skipped; };
   auto records = [](const std::string& file) {
     std::vector<Record> out;

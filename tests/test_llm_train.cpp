@@ -58,6 +58,21 @@ class LlmTrain : public ::testing::Test {
   // `mox-llm train --device cpu <args>`, and any command line as given.
   mox::testing::ProgramResult train(const std::string& args) const { return run("train --device cpu " + args); }
   mox::testing::ProgramResult run(const std::string& args) const { return mox::testing::run_program(binary_, args); }
+  // The resume tests' pattern: one training run whole (`total` iterations into a/, metrics
+  // a.jsonl) and the same run split in two (`split` iterations into b/, then --resume to
+  // `total`; metrics of both parts in b.jsonl).
+  struct WholeAndResumed {
+    mox::testing::ProgramResult whole, first, resumed;
+  };
+  WholeAndResumed train_whole_and_resumed(const std::string& common, int split, int total) const {
+    const std::string b = " --out " + sh_quote(path("b")) + " --metrics " + sh_quote(path("b.jsonl"));
+    WholeAndResumed r;
+    r.whole = train(common + " --max-iters " + std::to_string(total) + " --out " + sh_quote(path("a")) + " --metrics " +
+                    sh_quote(path("a.jsonl")));
+    r.first = train(common + " --max-iters " + std::to_string(split) + b);
+    r.resumed = train(common + " --max-iters " + std::to_string(total) + " --resume" + b);
+    return r;
+  }
   // The "loss" of every record of `split` in a metrics file, as written (exact text).
   static std::vector<std::string> losses(const std::string& file, const std::string& split, int64_t from_step = 0) {
     std::vector<std::string> out;
@@ -80,14 +95,12 @@ TEST_F(LlmTrain, ResumeIsBitwiseExact) {
   const std::string common = " --data " + sh_quote(data) + kTinyModel +
                              " --num-experts 2 --expert-interval 2 --top-k 1 --noisy-gate-policy RSample"
                              " --dropout 0.1 --eval-interval 3 --log-interval 1 --warmup-iters 2 --lr-decay-iters 6 --seed 5";
-  auto a = train(common + " --max-iters 6 --out " + sh_quote(path("a")) + " --metrics " + sh_quote(path("a.jsonl")));
-  ASSERT_EQ(a.code, 0) << a.output;
   // The first part stops at step 4, which is not an evaluation step of the full run.
-  auto b1 = train(common + " --max-iters 4 --out " + sh_quote(path("b")) + " --metrics " + sh_quote(path("b.jsonl")));
-  ASSERT_EQ(b1.code, 0) << b1.output;
-  auto b2 = train(common + " --max-iters 6 --resume --out " + sh_quote(path("b")) + " --metrics " + sh_quote(path("b.jsonl")));
-  ASSERT_EQ(b2.code, 0) << b2.output;
-  EXPECT_NE(b2.output.find("resumed from"), std::string::npos) << b2.output;
+  const WholeAndResumed r = train_whole_and_resumed(common, 4, 6);
+  ASSERT_EQ(r.whole.code, 0) << r.whole.output;
+  ASSERT_EQ(r.first.code, 0) << r.first.output;
+  ASSERT_EQ(r.resumed.code, 0) << r.resumed.output;
+  EXPECT_NE(r.resumed.output.find("resumed from"), std::string::npos) << r.resumed.output;
   const std::vector<std::string> la = losses(path("a.jsonl"), "train"), lb = losses(path("b.jsonl"), "train");
   ASSERT_EQ(la.size(), 6u);
   EXPECT_EQ(la, lb);   // steps 1–4 from the first part, 5–6 from the resumed run
@@ -230,12 +243,10 @@ TEST_F(LlmTrain, MixedPrecisionTrainsResumesExactlyAndItsCheckpointsServeGenerat
   // fp16 from a loss scale of 2^20: the first steps overflow and are skipped (hysteresis 1 halves
   // the scale each time), the metrics say so, and a resumed run continues bitwise, scaler included.
   const std::string fp16 = common + " --dtype fp16 --initial-scale-power 20 --hysteresis 1";
-  auto a = train(fp16 + " --max-iters 6 --out " + sh_quote(path("a")) + " --metrics " + sh_quote(path("a.jsonl")));
-  ASSERT_EQ(a.code, 0) << a.output;
-  auto b1 = train(fp16 + " --max-iters 4 --out " + sh_quote(path("b")) + " --metrics " + sh_quote(path("b.jsonl")));
-  ASSERT_EQ(b1.code, 0) << b1.output;
-  auto b2 = train(fp16 + " --max-iters 6 --resume --out " + sh_quote(path("b")) + " --metrics " + sh_quote(path("b.jsonl")));
-  ASSERT_EQ(b2.code, 0) << b2.output;
+  const WholeAndResumed r = train_whole_and_resumed(fp16, 4, 6);
+  ASSERT_EQ(r.whole.code, 0) << r.whole.output;
+  ASSERT_EQ(r.first.code, 0) << r.first.output;
+  ASSERT_EQ(r.resumed.code, 0) << r.resumed.output;
   // (loss as written, loss_scale, skipped_steps) of each train record.
   using Record = std::tuple<std::string, double, int64_t>;
   auto records = [](const std::string& file) {
