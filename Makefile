@@ -59,7 +59,7 @@ BIN     := $(BUILD)/bin-cpu
 endif
 NVCCFLAGS := -std=c++17 -O3 -g -lineinfo -I. -MMD -MP --expt-relaxed-constexpr \
              -gencode arch=compute_$(CUDA_ARCH),code=[sm_$(CUDA_ARCH),compute_$(CUDA_ARCH)] \
-             -Xcompiler -Wall,-Wno-unused-parameter
+             -Xcompiler -Wall,-Wno-unused-parameter,-fPIC
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lcudnn $(if $(HAVE_NCCL),-lnccl)
 
 # ---------------------------------------------------------------- flags
@@ -88,7 +88,7 @@ $(BUILD)/obj/datasets/stb_image_impl.o: CXXFLAGS += $(STB_UBSAN_EXCEPTIONS)
 $(BUILD)/obj/tests/test_datasets.o: CXXFLAGS += -fno-sanitize=shift-base
 endif
 CXXFLAGS += -std=c++17 $(OPT) -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -MMD -MP
-LDLIBS   += -fopenmp -ldnnl -lopenblas -lpthread $(MPI_LIBS) $(if $(filter 1,$(CUDA)),$(CUDA_LIBS))
+LDLIBS   += -fopenmp -ldnnl -lopenblas -lpthread $(MPI_LIBS)
 $(BUILD)/obj/dist/%.o: CXXFLAGS += $(MPI_CFLAGS)
 
 # ---------------------------------------------------------------- sources
@@ -96,12 +96,22 @@ LIB_DIRS := tensor tensor/cpu autograd nn nn/optim datasets moe dist
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cpp))
 LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libmox.a
-# The CUDA objects are linked into every program directly (not through the archive): the CPU
-# code finds the backend through a weak symbol, which would not pull an archive member. The
-# NCCL transport for CUDA tensors (dist/*.cu, found the same way) only when nccl.h was found.
+# The CUDA backend (tensor/cuda/*.cu, plus the NCCL transport dist/*.cu when nccl.h was found)
+# is one shared library beside the programs, $(BIN)/libmox_cuda.so, the only thing linked with
+# the CUDA libraries. The CPU code dlopens it on first use when the driver reports a GPU
+# (tensor/cuda_library.h), so a CPU-only run never maps cuBLAS/cuDNN/NCCL. The library calls
+# back into mox's CPU code, which the programs export: linked with -rdynamic and the whole of
+# libmox.a (an archive member the program itself does not use must still be there for it).
 CUDA_SRC := $(if $(filter 1,$(CUDA)),$(wildcard tensor/cuda/*.cu) $(if $(HAVE_NCCL),$(wildcard dist/*.cu)))
 CUDA_OBJ := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
-LINK_LIB := $(CUDA_OBJ) $(LIB)
+CUDA_LIB := $(if $(filter 1,$(CUDA)),$(BIN)/libmox_cuda.so)
+# Prerequisites of every program, and what its link line names for them.
+LINK_LIB  := $(LIB) $(CUDA_LIB)
+ifeq ($(CUDA),1)
+LINK_ARGS := -rdynamic -Wl,--whole-archive $(LIB) -Wl,--no-whole-archive
+else
+LINK_ARGS := $(LIB)
+endif
 TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/obj/%.o)
 TEST_BIN := $(BIN)/mox-tests
@@ -129,7 +139,7 @@ banner:
 	@echo "  OpenBLAS  $(call yesno,$(HAVE_OPENBLAS))"
 	@echo "  oneDNN    $(call yesno,$(HAVE_ONEDNN)) (f32 GEMMs ≥ 2M multiply-adds, tensor/cpu/blas.h)"
 	@echo "  MPI       $(call yesno,$(HAVE_MPI))"
-	@echo "  CUDA      $(if $(NVCC),found ($(NVCC)),not found) — backend $(if $(filter 1,$(CUDA)),built for sm_$(CUDA_ARCH) + PTX,not built (CPU only$(if $(NVCC),; CUDA=0)))"
+	@echo "  CUDA      $(if $(NVCC),found ($(NVCC)),not found) — backend $(if $(filter 1,$(CUDA)),built for sm_$(CUDA_ARCH) + PTX into $(BIN)/libmox_cuda.so (loaded on first CUDA use),not built (CPU only$(if $(NVCC),; CUDA=0)))"
 	@echo "  cuDNN     $(call yesno,$(HAVE_CUDNN))"
 	@echo "  NCCL      $(call yesno,$(HAVE_NCCL))"
 	@echo "  GoogleTest $(call yesno,$(HAVE_GTEST)), nlohmann-json $(call yesno,$(HAVE_JSON)), stb_image $(call yesno,$(HAVE_STB))"
@@ -146,30 +156,34 @@ $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+$(CUDA_LIB): $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) -shared $^ -o $@ $(CUDA_LIBS)
+
 $(TEST_BIN): $(TEST_OBJ) $(LLM_LIB_OBJ) $(LINK_LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $(TEST_OBJ) $(LLM_LIB_OBJ) $(LINK_LIB) -o $@ -lgtest $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $(TEST_OBJ) $(LLM_LIB_OBJ) $(LINK_ARGS) -o $@ -lgtest $(LDLIBS)
 
 $(DIST_TEST_BIN): $(DIST_TEST_OBJ) $(LINK_LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $(DIST_TEST_OBJ) $(LINK_LIB) -o $@ -lgtest $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $(DIST_TEST_OBJ) $(LINK_ARGS) -o $@ -lgtest $(LDLIBS)
 
 $(CIFAR_BIN): $(CIFAR_OBJ) $(LINK_LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $(CIFAR_OBJ) $(LINK_LIB) -o $@ $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $(CIFAR_OBJ) $(LINK_ARGS) -o $@ $(LDLIBS)
 
 $(LLM_BIN): $(LLM_OBJ) $(LINK_LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $(LLM_OBJ) $(LINK_LIB) -o $@ $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $(LLM_OBJ) $(LINK_ARGS) -o $@ $(LDLIBS)
 
 # bench-compare's mox side runs the LLM example's model too.
 $(BIN)/mox-workloads: $(BUILD)/obj/bench/workloads.o $(LLM_LIB_OBJ) $(LINK_LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $< $(LLM_LIB_OBJ) $(LINK_LIB) -o $@ $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $< $(LLM_LIB_OBJ) $(LINK_ARGS) -o $@ $(LDLIBS)
 
 $(BIN)/mox-%: $(BUILD)/obj/bench/%.o $(LINK_LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(CXXFLAGS) $< $(LINK_LIB) -o $@ -lbenchmark $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $< $(LINK_ARGS) -o $@ -lbenchmark $(LDLIBS)
 
 # ---------------------------------------------------------------- run targets
 MOX_DATA ?= $(if $(wildcard ../shared/data/cifar10),$(abspath ../shared/data),$(abspath data))

@@ -1,8 +1,9 @@
 // nccl_transport.cu — the NCCL CudaTransport (dist/transport.h): ProcessGroup's collectives on
 // CUDA tensors.
 //
-// Built by nvcc when the Makefile finds CUDA and nccl.h, linked beside the CUDA backend's
-// objects; dist/process_group.cpp finds it through the weak symbols at the end of this file.
+// Built by nvcc when the Makefile finds CUDA and nccl.h, into the CUDA backend's library
+// (libmox_cuda.so); dist/process_group.cpp enters it through the two symbols at the end of
+// this file.
 //
 // Bootstrap (collective over the group, over its MPI communicator): every rank shares its
 // GPU's identity (host and PCI bus id) and two ranks on one GPU are refused with a message
@@ -345,7 +346,7 @@ class NcclTransport final : public CudaTransport {
 
 }  // namespace mox::dist
 
-// Looked up (weakly) by dist/process_group.cpp. Collective over `group`.
+// Looked up in the loaded library by dist/process_group.cpp. Collective over `group`.
 extern "C" mox::dist::CudaTransport* mox_nccl_transport_create(mox::dist::ProcessGroup* group, const char* op) {
   return new mox::dist::NcclTransport(*group, op);
 }

@@ -6,16 +6,16 @@
 
 #include "dist/transport.h"
 #include "tensor/backend.h"
+#include "tensor/cuda_library.h"
 #include "tensor/ops.h"
 
-// The NCCL transport (dist/nccl_transport.cu), linked in when the build found CUDA and NCCL;
-// found weakly, as tensor/backend.cpp finds the CUDA backend, so CPU-only builds link.
+// The NCCL transport (dist/nccl_transport.cu) is part of the CUDA backend library when the
+// build found NCCL, entered through two of its symbols (tensor/cuda_library.h):
 // create: collective over `group` (the host-side agreement below has already passed).
 // identity: writes "host/PCI bus id" of the current GPU (NUL-terminated); returns 0, or
 // non-zero when there is no GPU.
-extern "C" mox::dist::CudaTransport* mox_nccl_transport_create(mox::dist::ProcessGroup* group, const char* op)
-    __attribute__((weak));
-extern "C" int mox_nccl_device_identity(char* out, int capacity) __attribute__((weak));
+using NcclTransportCreate = mox::dist::CudaTransport* (*)(mox::dist::ProcessGroup* group, const char* op);
+using NcclDeviceIdentity = int (*)(char* out, int capacity);
 
 namespace mox::dist {
 
@@ -40,20 +40,18 @@ std::string ProcessGroup::where(const char* op) const {
 // ---- the CUDA transport's factory ----
 
 std::string cuda_transport_unavailable() {
-  if (!cuda_built())
-    return "this mox was built without the CUDA backend (make CUDA=1 where nvcc is installed)";
-  if (!mox_nccl_transport_create)
+  if (const std::string why = cuda_unavailable_reason(); !why.empty()) return why;
+  if (!cuda_library::symbol("mox_nccl_transport_create"))
     return "NCCL not found at build time: this mox has the CUDA backend but no NCCL transport (install NCCL so "
            "that nccl.h is in $CUDA_HOME/include or /usr/include, e.g. Debian's libnccl-dev, and rebuild)";
-  if (!backend_available(DeviceType::CUDA))
-    return "no CUDA device is visible to this process (check nvidia-smi and CUDA_VISIBLE_DEVICES)";
   return "";
 }
 
 std::string cuda_device_identity() {
-  if (!mox_nccl_device_identity || !cuda_transport_unavailable().empty()) return "";
+  if (!cuda_transport_unavailable().empty()) return "";
+  const auto identity = reinterpret_cast<NcclDeviceIdentity>(cuda_library::symbol("mox_nccl_device_identity"));
   char id[256] = {};
-  return mox_nccl_device_identity(id, int(sizeof id)) == 0 ? std::string(id) : std::string();
+  return identity && identity(id, int(sizeof id)) == 0 ? std::string(id) : std::string();
 }
 
 std::unique_ptr<CudaTransport> make_cuda_transport(ProcessGroup& group, const char* op) {
@@ -67,7 +65,8 @@ std::unique_ptr<CudaTransport> make_cuda_transport(ProcessGroup& group, const ch
   const auto first_bad = std::find(oks.begin(), oks.end(), int64_t(0));
   MOX_CHECK(first_bad == oks.end(), w, ": cannot create the CUDA (NCCL) transport: rank ",
             first_bad - oks.begin(), " of the group cannot (see its error)");
-  return std::unique_ptr<CudaTransport>(mox_nccl_transport_create(&group, op));
+  const auto create = reinterpret_cast<NcclTransportCreate>(cuda_library::symbol("mox_nccl_transport_create"));
+  return std::unique_ptr<CudaTransport>(create(&group, op));
 }
 
 CudaTransport& ProcessGroup::cuda_transport(const std::string& where, const char* op, Device device) {

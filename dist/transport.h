@@ -7,9 +7,9 @@
 // (every member reaches it in that same call) and uses the group's own CPU collectives.
 //
 // The NCCL implementation (dist/nccl_transport.cu) is compiled by nvcc when the build finds
-// both the CUDA toolkit and nccl.h, and is linked beside the CUDA backend's objects; this
-// code finds it through weak symbols (as tensor/backend.cpp finds the CUDA backend), so a
-// CPU-only build links, and a CUDA collective in a build without NCCL is an error saying so.
+// both the CUDA toolkit and nccl.h, into the CUDA backend's library (libmox_cuda.so, loaded on
+// first use: tensor/cuda_library.h); this code enters it through two of the library's symbols,
+// so a CPU-only build links, and a CUDA collective in a build without NCCL is an error saying so.
 //
 // NCCL's collectives run on the CUDA backend's stream (cuda::stream()), so they are ordered
 // with the kernels that produced and will consume the tensors; each call returns when the

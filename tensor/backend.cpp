@@ -1,40 +1,68 @@
 // backend.cpp — the device → backend table.
 //
-// The CPU backend is always present. The CUDA backend (tensor/cuda/, linked in when the
-// build found nvcc) is found through the weak symbol mox_cuda_backend(): absent in a CPU-only
-// build, returning null when no GPU is visible. Asking for an absent backend is a clear error
-// saying which of the two it is, not a crash.
+// The CPU backend is always present. The CUDA backend lives in libmox_cuda.so beside the
+// program (tensor/cuda_library.h): loaded the first time a CUDA device is asked about and
+// the driver reports one, entered through its mox_cuda_backend(). Asking for an absent
+// backend is a clear error saying why (not built, no device, the library or the CUDA
+// runtime cannot start), not a crash.
 #include "tensor/backend.h"
 
 #include "tensor/cpu/cpu_backend.h"
-
-extern "C" mox::Backend* mox_cuda_backend() __attribute__((weak));
+#include "tensor/cuda_library.h"
 
 namespace mox {
 
 namespace {
-Backend* g_cuda_backend = nullptr;
-Backend* cuda_or_null() {
-  if (!g_cuda_backend && mox_cuda_backend) g_cuda_backend = mox_cuda_backend();
-  return g_cuda_backend;
+
+struct CudaState {
+  Backend* backend = nullptr;
+  std::string unavailable;   // why backend is null
+};
+
+const CudaState& cuda_state() {
+  static const CudaState state = [] {
+    CudaState s;
+    if (!cuda_library::present()) {
+      s.unavailable = str("this mox was built without the CUDA backend (no ", cuda_library::path(),
+                          "; build where nvcc is found, `make CUDA=1`)");
+      return s;
+    }
+    if (const std::string why = cuda_library::device_probe(); !why.empty()) {
+      s.unavailable = str("no CUDA device is visible to this process (", why,
+                          "; check nvidia-smi and CUDA_VISIBLE_DEVICES)");
+      return s;
+    }
+    if (const std::string why = cuda_library::load_error(); !why.empty()) {
+      s.unavailable = str("the CUDA backend library cannot be loaded: ", why);
+      return s;
+    }
+    using Entry = Backend* (*)();
+    using Reason = const char* (*)();
+    const auto entry = reinterpret_cast<Entry>(cuda_library::symbol("mox_cuda_backend"));
+    const auto reason = reinterpret_cast<Reason>(cuda_library::symbol("mox_cuda_unavailable_reason"));
+    MOX_CHECK(entry && reason, cuda_library::path(), " lacks mox_cuda_backend/mox_cuda_unavailable_reason");
+    s.backend = entry();
+    if (!s.backend) s.unavailable = str("the CUDA runtime cannot start: ", reason());
+    return s;
+  }();
+  return state;
 }
+
 }  // namespace
 
-bool cuda_built() { return mox_cuda_backend != nullptr; }
+bool cuda_built() { return cuda_library::present(); }
+
+std::string cuda_unavailable_reason() { return cuda_state().unavailable; }
 
 bool backend_available(DeviceType type) {
-  return type == DeviceType::CPU || cuda_or_null() != nullptr;
+  return type == DeviceType::CPU || cuda_state().backend != nullptr;
 }
 
 Backend& backend(Device device) {
   if (device.is_cpu()) return cpu_backend();
-  Backend* cuda = cuda_or_null();
-  MOX_CHECK(cuda != nullptr, "device ", device, " requested, but ",
-            cuda_built() ? "no CUDA device is visible to this process (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
-                         : "this mox was built without the CUDA backend (rebuild with nvcc on the PATH or "
-                           "CUDA_HOME set, `make CUDA=1`)",
-            "; or use --device cpu");
-  return *cuda;
+  const CudaState& cuda = cuda_state();
+  MOX_CHECK(cuda.backend != nullptr, "device ", device, " requested, but ", cuda.unavailable, "; or use --device cpu");
+  return *cuda.backend;
 }
 
 const char* unary_name(UnaryOp op) {

@@ -7,6 +7,7 @@
 // matching shapes, contiguous outputs, same device) and check nothing user-facing.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "tensor/tensor.h"
 
@@ -167,7 +168,12 @@ class Backend {
 // The backend of a device; throws a clear error when that device's backend was not built.
 Backend& backend(Device device);
 bool backend_available(DeviceType type);
-// True when the CUDA backend was compiled in (whether or not a GPU is visible).
+// True when the CUDA backend was built (libmox_cuda.so beside the program), whether or not a
+// GPU is visible.
 bool cuda_built();
+// "" when backend_available(DeviceType::CUDA); otherwise the one-line reason: "this mox was
+// built without the CUDA backend (...)", "no CUDA device is visible to this process (...)",
+// or why the library or the CUDA runtime cannot start.
+std::string cuda_unavailable_reason();
 
 }  // namespace mox

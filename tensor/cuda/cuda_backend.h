@@ -1,6 +1,7 @@
 // cuda_backend.h — the CUDA backend: tensor/backend.h's kernel table on NVIDIA GPUs.
 //
-// Compiled by nvcc when the build finds it (Makefile: CUDA=1, the default where nvcc exists).
+// Compiled by nvcc when the build finds it (Makefile: CUDA=1, the default where nvcc exists),
+// into libmox_cuda.so, which the CPU code loads on first use (tensor/cuda_library.h).
 // Each op family lives in its own .cu file beside this header, as the CPU backend's do:
 //   runtime.cu     memory (stream-ordered pool), host↔device copies, the stream, registration
 //   elementwise.cu copy, fill, unary (+ backward), binary, binary_scalar, where, axpy
@@ -13,8 +14,9 @@
 //   llm.cu         norm (+ backward), attention (+ backward), bias_gelu (+ backward), rotary
 // Scalar math is shared with the CPU through MOX_HD functions (tensor/math.h, dtype.h).
 //
-// The backend registers itself only when a device is visible: backend_available(CUDA) is then
-// true; a build with CUDA but no GPU says so (cuda_built()), and tests skip naming the reason.
+// mox_cuda_backend() (runtime.cu) returns the backend only when the runtime sees a device:
+// backend_available(CUDA) is then true; otherwise cuda_unavailable_reason() says why, and tests
+// skip naming it.
 // What it is not: multi-GPU within a process (one device per rank, chosen by local rank),
 // NCCL (dist/), graphs/streams beyond the one compute stream.
 #pragma once

@@ -5,6 +5,7 @@
 // training performs no cudaMalloc/cudaFree. Host↔device copies are cudaMemcpyAsync on the
 // backend's stream followed by a stream synchronisation (the host buffer is then safe).
 #include <cstdio>
+#include <string>
 
 #include "tensor/cuda/common.cuh"
 #include "tensor/cuda/cuda_backend.h"
@@ -70,12 +71,21 @@ void CudaBackend::copy_from_host(void* dst, const void* host_src, size_t nbytes)
 
 }  // namespace mox
 
-// Looked up (weakly) by tensor/backend.cpp: the backend when a device is visible, else null.
+// The library's entry points, looked up by tensor/backend.cpp after loading it
+// (tensor/cuda_library.h): the backend when the runtime sees a device, else null and the
+// runtime's reason (e.g. a driver older than this CUDA runtime).
+namespace {
+std::string g_unavailable_reason;
+}
+
 extern "C" mox::Backend* mox_cuda_backend() {
   static mox::Backend* instance = []() -> mox::Backend* {
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-      cudaGetLastError();   // clear the sticky "no device" error
+    const cudaError_t rc = cudaGetDeviceCount(&n);
+    if (rc != cudaSuccess || n == 0) {
+      g_unavailable_reason = rc != cudaSuccess ? std::string("cudaGetDeviceCount: ") + cudaGetErrorString(rc)
+                                               : std::string("cudaGetDeviceCount found 0 devices");
+      cudaGetLastError();   // clear the sticky error
       return nullptr;
     }
     static mox::CudaBackend backend;
@@ -83,3 +93,5 @@ extern "C" mox::Backend* mox_cuda_backend() {
   }();
   return instance;
 }
+
+extern "C" const char* mox_cuda_unavailable_reason() { return g_unavailable_reason.c_str(); }
