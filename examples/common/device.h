@@ -32,8 +32,8 @@ inline CLI::Validator device_validator() {
           return "'" + input + "' is not a device (cpu, cuda, cuda:0 or auto)";
         }
         if (d.is_cpu()) return "";
-        if (!cuda_built()) return "'" + input + "': this mox was built without the CUDA backend (make CUDA=1 where nvcc is installed)";
-        if (!backend_available(DeviceType::CUDA)) return "'" + input + "': no CUDA device is visible to this process";
+        // "this mox was built without the CUDA backend (...)", "no CUDA device is visible ...".
+        if (!backend_available(DeviceType::CUDA)) return "'" + input + "': " + cuda_unavailable_reason();
         if (d.index != 0)
           return "'" + input + "': one GPU per process, cuda:0 (scripts/moxrun gives each rank its own GPU)";
         return "";
