@@ -153,10 +153,10 @@ void Module::to(Device device) {
   for (auto& [name, m] : modules_) m->to(device);
 }
 
-void Module::to(DType dtype) {
+void Module::to(DType dtype, const std::function<bool(const Tensor&)>& keep) {
   MOX_CHECK(is_floating(dtype), "Module::to: ", dtype, " is not a floating-point dtype");
   auto convert = [&](Tensor& t) {
-    if (t.dtype() == dtype || !is_floating(t.dtype())) return;
+    if (t.dtype() == dtype || !is_floating(t.dtype()) || (keep && keep(t))) return;
     Tensor converted = raw::contiguous(raw::to_dtype(t, dtype));
     t.impl()->storage = converted.storage();   // swap inside the shared impl, as to(device)
     t.impl()->strides = converted.strides();
@@ -166,7 +166,7 @@ void Module::to(DType dtype) {
   };
   for (auto& [name, t] : params_) convert(t);
   for (auto& [name, t] : buffers_) convert(t);
-  for (auto& [name, m] : modules_) m->to(dtype);
+  for (auto& [name, m] : modules_) m->to(dtype, keep);
 }
 
 void Module::zero_grad() {

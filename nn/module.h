@@ -6,6 +6,7 @@
 // so checkpoints are keyed "fc1.weight", "layers.0.bias", ... and survive refactors that
 // keep the names. Parameters are leaves with requires_grad set.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -66,8 +67,9 @@ class Module {
   // Move every parameter and buffer (keeps names and requires_grad).
   void to(Device device);
   // Convert every floating-point parameter and buffer (and gradient) to `dtype` in place,
-  // e.g. to(DType::f64) for a gradcheck; integer buffers are left alone.
-  void to(DType dtype);
+  // e.g. to(DType::f64) for a gradcheck; integer buffers are left alone, and so are the tensors
+  // `keep` selects (optim::MixedPrecision keeps the fp32 routers' as they are).
+  void to(DType dtype, const std::function<bool(const Tensor&)>& keep = {});
   void zero_grad();
 
   // Printed tree of the module and its children.

@@ -8,7 +8,8 @@
 // the master gradients are unscaled; an overflow skips the step (masters, weights and optimizer
 // untouched), is absorbed by the hysteresis once, then halves the scale; at the minimum scale it
 // is an error. Routers (moe::is_router) stay f32 and are their own masters; an MoE model trains
-// as its f32 twin does (within 3 % after 20 steps).
+// as its f32 twin does (within 3 % after 20 steps); nothing in a kept module is ever rounded
+// (frozen parameters and buffers have no master to restore them).
 // state_dict / model_state hold the f32 masters, load strictly, and round-trip a checkpoint with
 // the optimizer. dtype f32 is a pass-through. Errors name the parameter or the value.
 #include <gtest/gtest.h>
@@ -233,6 +234,46 @@ TEST(MixedPrecision, RoutersStayF32AsTheirOwnMastersAndAnMoEModelTrains) {
   Net all(true);
   MixedPrecision plain(all, DType::bf16);
   EXPECT_EQ(all.layer->gate->wg->weight.dtype(), DType::bf16);
+}
+
+// 1 + 2^-20: neither f16 nor bf16 represents it.
+const float kOffGrid = 1.0f + std::ldexp(1.0f, -20);
+
+// A trainable parameter, a frozen one and a buffer, each holding kOffGrid.
+class Leaf : public nn::Module {
+ public:
+  Leaf() {
+    weight = register_parameter("weight", full({3}, kOffGrid));
+    frozen = register_parameter("frozen", full({3}, kOffGrid));
+    frozen.set_requires_grad(false);
+    stat = register_buffer("stat", full({3}, kOffGrid));
+  }
+  Tensor weight, frozen, stat;
+};
+class Kept : public Leaf {   // the module kept in f32, with a child
+ public:
+  Kept() { child = register_module("child", std::make_shared<Leaf>()); }
+  std::shared_ptr<Leaf> child;
+};
+class Holder : public Leaf {
+ public:
+  Holder() { kept = register_module("kept", std::make_shared<Kept>()); }
+  std::shared_ptr<Kept> kept;
+};
+
+TEST(MixedPrecision, KeptModulesAreNeverRoundedFrozenParametersAndBuffersIncluded) {
+  for (const DType dt : {DType::f16, DType::bf16}) {
+    SCOPED_TRACE(str(dt));
+    Holder m;
+    MixedPrecision mp(m, dt, [](const nn::Module& x) { return dynamic_cast<const Kept*>(&x) != nullptr; });
+    for (const auto& [name, t] : m.kept->state_dict()) {
+      EXPECT_EQ(t.dtype(), DType::f32) << name;
+      EXPECT_EQ(values(t), std::vector<double>(3, kOffGrid)) << name;   // bit for bit
+    }
+    EXPECT_TRUE(mp.master(m.kept->weight).is_same(m.kept->weight));
+    for (const Tensor& t : {m.weight, m.frozen, m.stat}) EXPECT_EQ(t.dtype(), dt);   // the rest: 16-bit
+    EXPECT_EQ(values(mp.master(m.weight)), std::vector<double>(3, kOffGrid));
+  }
 }
 
 TEST(MixedPrecision, F32IsAPassThrough) {

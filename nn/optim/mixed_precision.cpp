@@ -4,6 +4,7 @@
 
 #include <map>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "tensor/ops.h"
 
@@ -13,24 +14,24 @@ MixedPrecision::MixedPrecision(nn::Module& model, DType dtype, const KeepF32& ke
     : model_(model), dtype_(dtype) {
   MOX_CHECK(dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16, "mixed precision: dtype ", dtype,
             " is not one of f32, f16, bf16");
+  // The tensors of the modules kept in f32, with their children's: never converted, so never
+  // rounded (frozen parameters and buffers have no master to restore them from).
+  std::unordered_set<const TensorImpl*> kept;
+  if (keep_f32)
+    for (const auto& [name, m] : model.named_modules())
+      if (keep_f32(*m))
+        for (const auto& [tensor_name, t] : m->state_dict()) kept.insert(t.impl());
   for (const auto& [name, t] : model.named_parameters()) {
     if (!t.requires_grad()) continue;
     MOX_CHECK(dtype == DType::f32 || t.dtype() == DType::f32, "mixed precision: parameter '", name, "' is ",
               describe(t), "; build the model in f32 — the ", dtype,
               " weights and their fp32 masters are made from it");
-    weights_.push_back({name, t, dtype == DType::f32 ? t : raw::clone(t)});
+    const bool converted = dtype != DType::f32 && !kept.count(t.impl());
+    weights_.push_back({name, t, converted ? raw::clone(t) : t});   // one left in f32 is its own master
   }
   if (dtype == DType::f32) return;
   if (dtype == DType::f16) scaler_ = std::make_unique<LossScaler>(scaler);   // validates before the model changes
-  model.to(dtype);
-  if (keep_f32)
-    for (const auto& [name, m] : model.named_modules())
-      if (keep_f32(*m)) m->to(DType::f32);
-  for (Weight& w : weights_)
-    if (w.param.dtype() == DType::f32) {   // kept in f32: back to its exact value, its own master
-      raw::copy_(w.param, w.master);
-      w.master = w.param;
-    }
+  model.to(dtype, [&](const Tensor& t) { return kept.count(t.impl()) > 0; });
 }
 
 std::vector<Tensor> MixedPrecision::masters() const {

@@ -14,11 +14,13 @@
 //     if (mp.unscale_or_skip(overflow)) { [clip mp.masters()]; opt.step(); mp.masters_to_params(); }
 //   }
 //
-// Construction converts every floating parameter and buffer of the model to `dtype` except the
-// modules `keep_f32` selects (DeepSpeed keeps MoE routers in fp32: pass moe::is_router), after
-// taking an fp32 copy — the master — of every trainable parameter it converts. A parameter left
-// in f32 (a router's) is its own master. With dtype f32 nothing is converted, every master is
-// its parameter and the calls above cost nothing, so one training loop serves every dtype.
+// Construction converts every floating parameter and buffer of the model to `dtype` except those
+// of the modules `keep_f32` selects, children included (DeepSpeed keeps MoE routers in fp32: pass
+// moe::is_router), after taking an fp32 copy — the master — of every trainable parameter it
+// converts. The kept tensors are never converted, so none is rounded (frozen parameters and
+// buffers included); a parameter left in f32 (a router's) is its own master. With dtype f32
+// nothing is converted, every master is its parameter and the calls above cost nothing, so one
+// training loop serves every dtype.
 //
 // fp16: a step whose gradients hold an inf or NaN is skipped (parameters and optimizer state
 // unchanged) and the scaler counts the overflow (halving the scale once `hysteresis` overflows
