@@ -2,8 +2,9 @@
 """plot_metrics.py — turn mox JSON-lines metrics files into PNGs: loss curves and expert load.
 
 Reads the files written by `--metrics` (mox-cifar10, mox-llm): records with "split" train
-(step, loss), val (step, loss), test (epoch, accuracy) and routing (step, layer,
-tokens_per_expert, dropped_fraction, l_aux, entropy). Writes into OUT_DIR:
+(step, loss; loss null for an fp16 window whose steps were all skipped, left out here), val
+(step, loss), test (epoch, accuracy) and routing (step, layer, tokens_per_expert,
+dropped_fraction, l_aux, entropy). Writes into OUT_DIR:
 
   loss.png                 training loss (and validation loss, test accuracy when present)
                            against the step, one line per input file
@@ -50,7 +51,7 @@ def plot_losses(runs, out_dir):
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
     ax = axes[0][0]
     for label, recs in runs:
-        train = [(r["step"], r["loss"]) for r in recs if r.get("split") == "train"]
+        train = [(r["step"], r["loss"]) for r in recs if r.get("split") == "train" and r["loss"] is not None]
         if train:
             line, = ax.plot(*zip(*train), label=f"{label} train")
             val = [(r["step"], r["loss"]) for r in recs if r.get("split") == "val"]

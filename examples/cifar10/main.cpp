@@ -28,6 +28,7 @@
 #include "examples/cifar10/net.h"
 #include "examples/cifar10/options.h"
 #include "examples/common/device.h"
+#include "examples/common/loss_window.h"
 #include "examples/common/metrics.h"
 #include "examples/common/precision.h"
 #include "examples/common/ranks.h"
@@ -228,9 +229,9 @@ int run(const Options& o) {
     const int64_t start = epoch == first_epoch ? first_batch : 0;
     train_loader.restore(epoch, start);
     data::Batch b;
-    double running = 0, aux_running = 0;   // task loss; coefficient-weighted l_aux + z-loss
+    examples::LossWindow window(2);   // task loss; coefficient-weighted l_aux + z-loss
     moe::RoutingStats routing;
-    int64_t in_window = 0, images = 0;
+    int64_t images = 0;
     auto window_start = Clock::now();
     for (int64_t i = start; train_loader.next(b); ++i) {
       schedule->apply(*optimizer, step - skipped);
@@ -258,27 +259,19 @@ int run(const Options& o) {
       if (!std::isfinite(l) && stepped)   // a skipped fp16 step may have overflowed in the forward
         MOX_FAIL("training loss became ", l, " at epoch ", epoch + 1, " step ", step,
                  " — lower --lr or check the data");
-      if (std::isfinite(l)) {
-        aux_running += loss.item<double>() - l;
-        running += l;
-        ++in_window;
-      }
+      // A loss not finite here (a skipped fp16 step's) is left out of the window's means.
+      window.add(std::isfinite(l) ? std::vector<double>{l, loss.item<double>() - l} : std::vector<double>{});
       images += b.images.size(0) * world.size();
       if ((i + 1) % o.log_interval == 0 || i + 1 == steps_per_epoch) {
-        if (world.size() > 1) {   // the window's mean loss over all ranks
-          Tensor sums = from_vector<double>({running, aux_running}, {2});
-          world.all_reduce(sums, dist::ReduceOp::avg);
-          running = sums.to_vector<double>()[0];
-          aux_running = sums.to_vector<double>()[1];
-        }
+        const examples::LossWindow::Means losses = window.reduce(world);   // over all ranks
         const double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
         const double ips = double(images) / secs;
-        if (lead) std::printf("[%lld, %5lld] loss: %.3f  lr %.3g  %.0f images/s%s\n", (long long)epoch + 1, (long long)i + 1,
-                    running / double(in_window), optimizer->lr(0), ips, examples::precision_log(mp, skipped).c_str());
+        if (lead) std::printf("[%lld, %5lld] loss: %s  lr %.3g  %.0f images/s%s\n", (long long)epoch + 1, (long long)i + 1,
+                    losses.text(3).c_str(), optimizer->lr(0), ips, examples::precision_log(mp, skipped).c_str());
         std::fflush(stdout);
         nlohmann::json rec = {{"split", "train"}, {"epoch", epoch + 1}, {"step", step + 1},
-                              {"loss", running / double(in_window)}, {"lr", optimizer->lr(0)}, {"images_per_s", ips}};
-        if (model.num_moe_layers()) rec["aux_loss"] = aux_running / double(in_window);
+                              {"loss", losses.json(0)}, {"lr", optimizer->lr(0)}, {"images_per_s", ips}};
+        if (model.num_moe_layers()) rec["aux_loss"] = losses.json(1);
         examples::add_precision_metrics(rec, mp, skipped);
         metrics.write(rec);
         for (nlohmann::json& r : routing.records()) {
@@ -286,8 +279,7 @@ int run(const Options& o) {
           r["step"] = step + 1;
           metrics.write(r);
         }
-        running = aux_running = 0;
-        in_window = images = 0;
+        images = 0;
         window_start = Clock::now();
       }
       ++step;

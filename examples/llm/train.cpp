@@ -69,6 +69,7 @@
 #include "dist/data_parallel.h"
 #include "dist/groups.h"
 #include "dist/world.h"
+#include "examples/common/loss_window.h"
 #include "examples/common/metrics.h"
 #include "examples/common/precision.h"
 #include "examples/llm/checkpoint.h"
@@ -373,8 +374,8 @@ int run_train(const TrainOptions& opts) {
   const std::vector<int64_t> experts = model.config().experts_per_layer();
   for (size_t l = 0; l < experts.size(); ++l)
     if (experts[l] > 1) moe_blocks.push_back(int64_t(l));
-  double window_loss = 0, window_aux = 0, window_kd = 0;
-  int64_t window_steps = 0, window_tokens = 0;
+  examples::LossWindow window(3);   // CE; coefficient-weighted l_aux + z-loss; KD
+  int64_t window_tokens = 0;
   auto window_start = Clock::now();
   const auto run_start = Clock::now();
   for (;; ++step) {
@@ -445,29 +446,19 @@ int run_train(const TrainOptions& opts) {
     }
     MOX_CHECK(finite || !stepped, "training loss became non-finite at step ", step, " with finite gradients",
               " — lower --lr or check the data");
-    if (finite) {   // a skipped step with a non-finite loss is left out of the window's mean
-      window_loss += step_loss;
-      window_aux += step_aux / double(o.grad_accum);
-      window_kd += step_kd / double(o.grad_accum);
-      ++window_steps;
-    }
+    // A loss not finite here (a skipped step's) is left out of the window's means.
+    window.add(finite ? std::vector<double>{step_loss, step_aux / double(o.grad_accum), step_kd / double(o.grad_accum)}
+                      : std::vector<double>{});
     if ((step + 1) % o.log_interval == 0 || step + 1 == o.max_iters) {
-      if (W > 1) {   // the window's losses averaged over the ranks (each a mean over an equal share)
-        Tensor sums = from_vector<double>({window_loss, window_aux, window_kd}, {3});
-        world.all_reduce(sums, dist::ReduceOp::avg);
-        const std::vector<double> v = sums.to_vector<double>();
-        window_loss = v[0];
-        window_aux = v[1];
-        window_kd = v[2];
-      }
+      const examples::LossWindow::Means losses = window.reduce(world);   // over all ranks
       std::vector<nlohmann::json> routing_records = routing.records();
       reduce_routing(routing_records, world);
       const double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
       const double tps = double(window_tokens) / secs;
-      nlohmann::json rec = {{"split", "train"}, {"step", step + 1}, {"loss", window_loss / double(window_steps)},
+      nlohmann::json rec = {{"split", "train"}, {"step", step + 1}, {"loss", losses.json(0)},
                             {"lr", optimizer->lr(0)}, {"tokens_per_s", tps}};
-      if (has_moe) rec["aux_loss"] = window_aux / double(window_steps);
-      if (distill) rec["kd_loss"] = window_kd / double(window_steps);
+      if (has_moe) rec["aux_loss"] = losses.json(1);
+      if (distill) rec["kd_loss"] = losses.json(2);
       examples::add_precision_metrics(rec, mp, skipped);
       metrics.write(rec);
       for (nlohmann::json& r : routing_records) {
@@ -476,12 +467,11 @@ int run_train(const TrainOptions& opts) {
         metrics.write(r);
       }
       if (lead && ((step + 1) % (o.log_interval * 10) == 0 || step + 1 == o.max_iters)) {
-        std::printf("iter %lld: loss %.4f, lr %.3g, %.0f tokens/s%s\n", (long long)step + 1,
-                    window_loss / double(window_steps), optimizer->lr(0), tps, examples::precision_log(mp, skipped).c_str());
+        std::printf("iter %lld: loss %s, lr %.3g, %.0f tokens/s%s\n", (long long)step + 1, losses.text(4).c_str(),
+                    optimizer->lr(0), tps, examples::precision_log(mp, skipped).c_str());
         std::fflush(stdout);
       }
-      window_loss = window_aux = window_kd = 0;
-      window_steps = window_tokens = 0;
+      window_tokens = 0;
       window_start = Clock::now();
     }
   }
