@@ -66,6 +66,8 @@ class Engine {
   bool step();
   bool is_gradient_accumulation_boundary() const;
 
+  // The same on every rank, so rank 0's log is everyone's: the fp16 overflow flag is
+  // max-reduced over the world before each step, so every rank skips the same steps.
   int64_t global_steps() const { return global_steps_; }   // optimizer steps taken (incl. skipped)
   int64_t micro_steps() const { return micro_steps_; }
   int64_t skipped_steps() const { return skipped_steps_; }

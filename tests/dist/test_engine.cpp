@@ -1,7 +1,8 @@
 // test_engine.cpp — dist::Engine (DeepSpeed-style engine) at the world size mpirun gave:
 // data parallel + gradient accumulation + clipping + WarmupLR against one process on the
 // global batch; ZeRO-1 against stage 0; expert parallel against ep_size 1; fp16 loss scaling
-// (overflow skips the step and halves the scale); bf16 with fp32 masters; exact resume from a
+// (overflow skips the step and halves the scale, on every rank when one rank's expert gradient
+// overflows, so every rank counts the same steps); bf16 with fp32 masters; exact resume from a
 // checkpoint; an uncommitted save ignored. The cross-layout resume (saved at world 4 / ep 2,
 // loaded at world 2 / ep 1 and world 4 / ep 4) needs three jobs: tests/test_engine_resume.cpp
 // in the main suite drives EngineCheckpointPhase below through scripts/moxrun.
@@ -196,6 +197,39 @@ TEST(Engine, Fp16OverflowSkipsTheStepAndHalvesTheScale) {
   engine_step(e, 1);   // an ordinary step goes through
   EXPECT_EQ(e.skipped_steps(), 1);
   EXPECT_GT(max_rel_diff(net->out->weight, before), 0.0);
+}
+
+TEST(Engine, Fp16OverflowOnOneRankIsSkippedOnEveryRank) {
+  // ep_size W: a rank's experts are its own (their gradients are not reduced with other ranks'),
+  // so an inf in one of rank 0's shows on rank 0 only, until the engine reduces the flag.
+  const int W = world().size();
+  auto net = make_net(W);
+  Engine e(net, config(R"(, "fp16": {"enabled": true, "initial_scale_power": 8, "hysteresis": 1})"));
+  const Tensor before = raw::clone(net->out->weight);
+  auto [x, y] = global_batch(0);
+  const int64_t micro = e.batch_sizes().micro;
+  for (int64_t j = 0; j < e.batch_sizes().accum; ++j) {
+    const int64_t start = (j * W + world().rank()) * micro;
+    e.backward(nn::mse_loss(e.forward(x.narrow(0, start, micro)).to(DType::f32), y.narrow(0, start, micro)));
+    if (j + 1 == e.batch_sizes().accum && world().rank() == 0)   // an expert that got tokens
+      for (const auto& [name, p] : net->layer->experts->named_parameters())
+        if (p.grad().defined()) {
+          raw::fill_(p.grad(), INFINITY);
+          break;
+        }
+    e.step();
+  }
+  EXPECT_EQ(max_rel_diff(net->out->weight, before), 0.0);   // skipped on this rank too
+  engine_step(e, 1);
+  // (global steps, skipped steps, loss scale) of every rank: what rank 0 prints is everyone's.
+  const std::vector<double> all =
+      world().all_gather(from_vector<double>({double(e.global_steps()), double(e.skipped_steps()), e.loss_scale()}, {1, 3}))
+          .to_vector<double>();
+  for (int r = 0; r < W; ++r) {
+    EXPECT_EQ(all[size_t(3 * r)], 2.0) << "rank " << r;
+    EXPECT_EQ(all[size_t(3 * r + 1)], 1.0) << "rank " << r;
+    EXPECT_EQ(all[size_t(3 * r + 2)], 128.0) << "rank " << r;
+  }
 }
 
 TEST(Engine, Bf16TrainsWithFp32Masters) {
