@@ -11,9 +11,8 @@
 // weights keep their PyTorch-default init.
 //
 // Devices: the model runs where Module::to(device) put it; idx must be there too (the position
-// ids and the KV caches follow idx / the keys). MoE layers on CUDA depend on moe/: at the time
-// of writing moe::TopKGate builds its routing index tensors on the CPU, so an MoE model on a
-// GPU stops at its first forward with an error naming both devices.
+// ids and the KV caches follow idx / the keys). MoE layers run there too: moe::TopKGate makes
+// its routing decisions on the host and puts the index lists on the logits' device.
 //
 // Generation: forward(idx, caches) with one nn::KVCache per layer; positions continue from
 // the caches' length. After a forward, moe_layers() give each MoE layer's last() routing
