@@ -129,6 +129,14 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight = Tensor(), double eps = 1
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false,
                                     std::optional<double> scale = std::nullopt, double dropout_p = 0.0,
                                     Generator* gen = nullptr);
+// Causal self-attention of a packed projection qkv (B, T, 3·C) = [q | k | v] split into
+// n_head heads: scaled_dot_product_attention(q, k, v, causal=true, ...) of its head views,
+// (B, H, T, D) as a view of (B, T, H, D) memory, with one graph node whose backward writes
+// the q, k and v gradients into one (B, T, 3·C) buffer — no zero-filled gradient per third
+// and no sum of three, as narrow() would give. For training without rotary embedding or a
+// KV cache (GPT's attention); otherwise use the three views and the general op.
+Tensor causal_self_attention_qkv(const Tensor& qkv, int64_t n_head, std::optional<double> scale = std::nullopt,
+                                 double dropout_p = 0.0, Generator* gen = nullptr);
 // GPT-2's GELU (tanh approximation, as gelu(x, true)) of x + bias in one vectorised pass;
 // bias (C) over the last dim, optional.
 Tensor bias_gelu(const Tensor& x, const Tensor& bias = Tensor());

@@ -155,6 +155,31 @@ Tensor bias_gelu(const Tensor& x, const Tensor& bias) {
 
 // ------------------------------------------------------------------------ attention
 
+namespace {
+struct AttentionForward {
+  Tensor out;     // (B, H, T, D), a view of (B, T, H, D) memory
+  Tensor probs;   // (B, H, T, Tk), kept for backward (undefined when `keep_probs` was false)
+  Tensor keep;    // (B, H, T, Tk) dropout multipliers, or undefined
+};
+
+// The forward kernel on checked, readable q (B, H, T, D), k and v (B, H, Tk, D).
+AttentionForward attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                                   double dropout_p, Generator* gen, bool keep_probs) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), Tk = k.size(2);
+  AttentionForward f;
+  if (dropout_p > 0) {   // multipliers drawn as dropout() draws them
+    Tensor u = raw::uniform({B, H, T, Tk}, 0.0, 1.0, q.dtype(), q.device(), gen);
+    Tensor kept = raw::to_dtype(raw::binary_scalar(BinaryOp::ge, u, dropout_p), q.dtype());
+    f.keep = raw::binary_scalar(BinaryOp::mul, kept, 1.0 / (1.0 - dropout_p));
+  }
+  if (keep_probs) f.probs = empty({B, H, T, Tk}, q.dtype(), q.device());
+  f.out = empty_heads(q.shape(), q.dtype(), q.device());
+  backend(q.device()).attention(q, k, v, causal, scale, f.keep.defined() ? &f.keep : nullptr,
+                                keep_probs ? &f.probs : nullptr, f.out);
+  return f;
+}
+}  // namespace
+
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                                     std::optional<double> scale, double dropout_p, Generator* gen) {
   const char* op = "scaled_dot_product_attention";
@@ -177,25 +202,47 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
         .to(q.dtype());
   const double s = scale ? *scale : 1.0 / std::sqrt(double(D));
   Tensor qc = heads_ready(q), kc = heads_ready(k), vc = heads_ready(v);
-  Tensor keep;   // (B, H, T, Tk) dropout multipliers, as dropout() draws them
-  if (dropout_p > 0) {
-    Tensor u = raw::uniform({B, H, T, Tk}, 0.0, 1.0, q.dtype(), q.device(), gen);
-    Tensor kept = raw::to_dtype(raw::binary_scalar(BinaryOp::ge, u, dropout_p), q.dtype());
-    keep = raw::binary_scalar(BinaryOp::mul, kept, 1.0 / (1.0 - dropout_p));
-  }
   const bool grad = needs_grad({&q, &k, &v});
-  Tensor probs = grad ? empty({B, H, T, Tk}, q.dtype(), q.device()) : Tensor();   // (B, H, T, Tk)
-  Tensor out = empty_heads(q.shape(), q.dtype(), q.device());                    // (B, H, T, D)
-  backend(q.device()).attention(qc, kc, vc, causal, s, keep.defined() ? &keep : nullptr,
-                                grad ? &probs : nullptr, out);
-  if (!grad) return out;
-  return record(op, out, {&q, &k, &v}, [qc, kc, vc, probs, keep, s](const Tensor& g) {
+  const AttentionForward f = attention_forward(qc, kc, vc, causal, s, dropout_p, gen, grad);
+  if (!grad) return f.out;
+  Tensor probs = f.probs, keep = f.keep;
+  return record(op, f.out, {&q, &k, &v}, [qc, kc, vc, probs, keep, s](const Tensor& g) {
     Tensor gq = empty_heads(qc.shape(), qc.dtype(), qc.device());
     Tensor gk = empty_heads(kc.shape(), kc.dtype(), kc.device());
     Tensor gv = empty_heads(vc.shape(), vc.dtype(), vc.device());
     backend(qc.device()).attention_backward(qc, kc, vc, probs, keep.defined() ? &keep : nullptr,
                                             heads_ready(g), s, gq, gk, gv);
     return Grads{gq, gk, gv};
+  });
+}
+
+Tensor causal_self_attention_qkv(const Tensor& qkv, int64_t n_head, std::optional<double> scale, double dropout_p,
+                                 Generator* gen) {
+  const char* op = "causal_self_attention_qkv";
+  MOX_CHECK(qkv.dim() == 3 && n_head > 0 && qkv.size(2) % (3 * n_head) == 0 && qkv.numel() > 0, op,
+            ": qkv must be a non-empty (B, T, 3·C) with C divisible by n_head=", n_head, ", got ", describe(qkv));
+  MOX_CHECK(is_floating(qkv.dtype()), op, " needs a floating-point qkv, got ", describe(qkv));
+  MOX_CHECK(dropout_p >= 0 && dropout_p < 1, op, ": dropout_p=", dropout_p, " must be in [0, 1)");
+  if (autograd::widen_on_cpu({&qkv}))
+    return causal_self_attention_qkv(qkv.to(DType::f32), n_head, scale, dropout_p, gen).to(qkv.dtype());
+  const int64_t B = qkv.size(0), T = qkv.size(1), C = qkv.size(2) / 3, H = n_head, D = C / H;
+  // Head i of packed (B, T, 3C) memory as a (B, H, T, D) view: unit stride on D, readable in place.
+  auto heads = [=](const Tensor& packed, int64_t i) {
+    return raw::transpose(raw::view(raw::narrow(packed, 2, i * C, C), {B, T, H, D}), 1, 2);
+  };
+  const Tensor packed = raw::contiguous(qkv);
+  const Tensor q = heads(packed, 0), k = heads(packed, 1), v = heads(packed, 2);
+  const double s = scale ? *scale : 1.0 / std::sqrt(double(D));
+  const bool grad = needs_grad(qkv);
+  const AttentionForward f = attention_forward(q, k, v, /*causal=*/true, s, dropout_p, gen, grad);
+  if (!grad) return f.out;
+  Tensor probs = f.probs, keep = f.keep;
+  return record(op, f.out, {&qkv}, [q, k, v, probs, keep, s, heads, shape = qkv.shape()](const Tensor& g) {
+    // The three gradients are written straight into their thirds of one (B, T, 3C) buffer.
+    Tensor gqkv = empty(shape, q.dtype(), q.device());
+    backend(q.device()).attention_backward(q, k, v, probs, keep.defined() ? &keep : nullptr, heads_ready(g), s,
+                                           heads(gqkv, 0), heads(gqkv, 1), heads(gqkv, 2));
+    return Grads{gqkv};
   });
 }
 

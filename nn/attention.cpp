@@ -57,16 +57,21 @@ Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache) {
             " in the KV cache") : std::string(), " exceed block_size=", block_size,
             cache ? " (start a new cache by setting its length to 0, or crop the context)" : "");
   Tensor qkv = c_attn->forward(x);   // (B, T, 3C)
-  auto head_view = [&](int64_t i) { return qkv.narrow(2, i * C, C).view({B, T, H, D}).transpose(1, 2); };
-  Tensor q = head_view(0), k = head_view(1), v = head_view(2);   // (B, H, T, D)
-  if (rotary) {
-    q = apply_rotary(q, start);
-    k = apply_rotary(k, start);
-  }
-  if (cache) std::tie(k, v) = append_to_cache(*cache, k, v, block_size);   // (B, H, start + T, D)
   const double p = is_training() ? dropout_p : 0.0;
-  Tensor y = scaled_dot_product_attention(q, k, v, /*causal=*/true, std::nullopt, p, gen_);   // (B, H, T, D)
-  y = y.transpose(1, 2).reshape({B, T, C});                                                 // (B, T, C)
+  Tensor y;   // (B, H, T, D)
+  if (!rotary && !cache) {
+    y = causal_self_attention_qkv(qkv, H, std::nullopt, p, gen_);   // one node: one (B, T, 3C) gradient
+  } else {
+    auto head_view = [&](int64_t i) { return qkv.narrow(2, i * C, C).view({B, T, H, D}).transpose(1, 2); };
+    Tensor q = head_view(0), k = head_view(1), v = head_view(2);   // (B, H, T, D)
+    if (rotary) {
+      q = apply_rotary(q, start);
+      k = apply_rotary(k, start);
+    }
+    if (cache) std::tie(k, v) = append_to_cache(*cache, k, v, block_size);   // (B, H, start + T, D)
+    y = scaled_dot_product_attention(q, k, v, /*causal=*/true, std::nullopt, p, gen_);
+  }
+  y = y.transpose(1, 2).reshape({B, T, C});   // (B, T, C)
   return mox::dropout(c_proj->forward(y), dropout_p, is_training(), gen_);
 }
 

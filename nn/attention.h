@@ -4,7 +4,8 @@
 // forward(x (B, T, C)) → (B, T, C): a fused projection "c_attn" (C → 3C) gives q, k, v,
 // split into n_head heads of D = C / n_head; with rotary, RoPE turns q and k (positions
 // start at 0, or at the cache's length); causal scaled-dot-product attention (one fused
-// node, attention dropout inside); heads merged; output projection "c_proj" (C → C);
+// node, attention dropout inside; without rotary or cache the node takes the packed qkv,
+// causal_self_attention_qkv, so its gradient is one buffer); heads merged; output projection "c_proj" (C → C);
 // residual dropout. Parameters: c_attn.weight (3C, C), c_attn.bias (3C), c_proj.weight
 // (C, C), c_proj.bias (C) — nanoGPT's names; the biases only with bias=true. Linears keep
 // PyTorch's default initialisation: GPT-2's N(0, 0.02) (and the scaled c_proj) is the

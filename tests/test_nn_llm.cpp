@@ -355,6 +355,42 @@ TEST(LlmAttention, SdpaErrorsNameTheShapes) {
   expect_error([&] { scaled_dot_product_attention(q, q, q.to(DType::f64)); }, {"v", "f64", "f32"});
 }
 
+// The packed op against the three head views of the same qkv through the general op: the
+// same values and gradients, bit for bit (the same kernels; only the gradient's assembly differs).
+TEST(LlmAttention, PackedQkvEqualsHeadViewsBitForBit) {
+  const int64_t B = 2, T = 5, H = 2, D = 3, C = H * D;
+  for (double p : {0.0, 0.4}) {
+    Tensor qkv = uniform_leaf({B, T, 3 * C}, 90);
+    Generator ga(11), gb(11);
+    Tensor packed = causal_self_attention_qkv(qkv, H, std::nullopt, p, &ga);
+    Generator seed_gen(91);
+    Tensor seed = raw::normal(packed.shape(), 0.0, 1.0, DType::f64, Device::cpu(), &seed_gen);
+    packed.backward(seed);
+    const Tensor g_packed = qkv.grad();
+    qkv.impl()->grad.reset();
+    auto head_view = [&](int64_t i) { return qkv.narrow(2, i * C, C).view({B, T, H, D}).transpose(1, 2); };
+    Tensor views = scaled_dot_product_attention(head_view(0), head_view(1), head_view(2), true, std::nullopt, p, &gb);
+    views.backward(seed);
+    EXPECT_EQ(packed.to_vector<double>(), views.to_vector<double>()) << "dropout " << p;
+    EXPECT_EQ(g_packed.to_vector<double>(), qkv.grad().to_vector<double>()) << "dropout " << p;
+    EXPECT_TRUE(raw::transpose(packed, 1, 2).is_contiguous());   // heads merge without a copy
+  }
+}
+
+TEST(LlmAttention, PackedQkvGradchecksAndNamesBadShapes) {
+  EXPECT_TRUE(gradcheck([](const Inputs& in) { return causal_self_attention_qkv(in[0], 2); },
+                        {uniform_leaf({2, 4, 12}, 92)}));
+  EXPECT_TRUE(gradcheck([](const Inputs& in) { return causal_self_attention_qkv(in[0], 3, 0.7); },
+                        {transposed_leaf(uniform_leaf({2, 3, 9}, 93))}));   // a strided qkv
+  auto dropped = [](const Inputs& in) {
+    Generator gen(7);
+    return causal_self_attention_qkv(in[0], 1, std::nullopt, 0.3, &gen);
+  };
+  EXPECT_TRUE(gradcheck(dropped, {uniform_leaf({1, 4, 6}, 94)}));
+  expect_error([] { causal_self_attention_qkv(zeros({2, 4, 10}), 2); }, {"3·C", "n_head=2", "[2, 4, 10]"});
+  expect_error([] { causal_self_attention_qkv(zeros({4, 12}), 2); }, {"(B, T, 3·C)", "[4, 12]"});
+}
+
 // ================================================================================ rotary
 
 TEST(LlmRotary, MatchesRotateHalfReferenceAndGradchecks) {
