@@ -11,14 +11,18 @@ namespace mox::math {
 
 template <typename T> MOX_HD inline T sigmoid(T x) { return T(1) / (T(1) + ::exp(-x)); }
 
-// GELU, exact: x·Φ(x) = 0.5·x·(1 + erf(x/√2)).
+// GELU, exact: x·Φ(x) = 0.5·x·(1 + erf(x/√2)). The ±1e30 clamp of the factor x changes no
+// finite result (Φ or φ is already 0 there) and keeps ±inf·0 from being NaN: gelu(−inf) = −0,
+// gelu'(±inf) = 1 / 0, as in the CPU's f32 version (tensor/cpu/vector_math.h).
 template <typename T> MOX_HD inline T gelu(T x) {
-  return T(0.5) * x * (T(1) + ::erf(x * T(0.70710678118654752440)));
+  const T xc = x < T(-1e30) ? T(-1e30) : x;
+  return T(0.5) * xc * (T(1) + ::erf(x * T(0.70710678118654752440)));
 }
 template <typename T> MOX_HD inline T gelu_grad(T x) {
+  const T xc = x < T(-1e30) ? T(-1e30) : x > T(1e30) ? T(1e30) : x;
   const T cdf = T(0.5) * (T(1) + ::erf(x * T(0.70710678118654752440)));
   const T pdf = ::exp(T(-0.5) * x * x) * T(0.39894228040143267794);   // φ(x) = e^{-x²/2}/√(2π)
-  return cdf + x * pdf;
+  return cdf + xc * pdf;
 }
 
 // GELU, tanh approximation (GPT-2): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).

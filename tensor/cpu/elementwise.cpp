@@ -1,11 +1,14 @@
 // elementwise.cpp — CPU kernels: copy/cast, fill, unary math, binary ops, where, axpy.
 //
-// Every kernel is a StridedLoop over its operands; 16-bit floats compute in float.
+// Every kernel is a StridedLoop over its operands; 16-bit floats compute in float. The exact
+// GELU and its derivative in float (f32, f16, bf16) use the vectorisable erf-free versions of
+// vector_math.h; f64 keeps libm's erf (tensor/math.h), which the gradchecks rely on.
 #include <cmath>
 #include <type_traits>
 
 #include "tensor/cpu/cpu_backend.h"
 #include "tensor/cpu/loops.h"
+#include "tensor/cpu/vector_math.h"
 #include "tensor/math.h"
 
 namespace mox {
@@ -22,7 +25,10 @@ template <typename To, typename From> inline To convert(From v) {
   else return static_cast<To>(static_cast<acc_t<From>>(v));
 }
 
-template <typename T> inline acc_t<T> unary_value(UnaryOp op, acc_t<T> x) {
+// unary_value and unary_derivative are forced inline: their op is a compile-time constant in
+// the kernels' loops (with_op below), so each folds to one case, but GCC's inliner judges the
+// whole switch (GELU's vector_math.h body included) too big and would call it per element.
+template <typename T> [[gnu::always_inline]] inline acc_t<T> unary_value(UnaryOp op, acc_t<T> x) {
   using A = acc_t<T>;
   if constexpr (std::is_floating_point_v<A>) {
     switch (op) {
@@ -37,7 +43,9 @@ template <typename T> inline acc_t<T> unary_value(UnaryOp op, acc_t<T> x) {
       case UnaryOp::tanh: return std::tanh(x);
       case UnaryOp::sigmoid: return math::sigmoid(x);
       case UnaryOp::relu: return x > A(0) ? x : A(0);
-      case UnaryOp::gelu: return math::gelu(x);
+      case UnaryOp::gelu:
+        if constexpr (std::is_same_v<A, float>) return cpu::vm::gelu(x);
+        else return math::gelu(x);
       case UnaryOp::gelu_tanh: return math::gelu_tanh(x);
       case UnaryOp::silu: return math::silu(x);
       case UnaryOp::square: return x * x;
@@ -56,7 +64,7 @@ template <typename T> inline acc_t<T> unary_value(UnaryOp op, acc_t<T> x) {
 }
 
 // d f(x) / dx, given x and y = f(x).
-template <typename A> inline A unary_derivative(UnaryOp op, A x, A y) {
+template <typename A> [[gnu::always_inline]] inline A unary_derivative(UnaryOp op, A x, A y) {
   switch (op) {
     case UnaryOp::neg: return A(-1);
     case UnaryOp::abs: return x > A(0) ? A(1) : (x < A(0) ? A(-1) : A(0));
@@ -69,7 +77,9 @@ template <typename A> inline A unary_derivative(UnaryOp op, A x, A y) {
     case UnaryOp::tanh: return A(1) - y * y;
     case UnaryOp::sigmoid: return y * (A(1) - y);
     case UnaryOp::relu: return x > A(0) ? A(1) : A(0);
-    case UnaryOp::gelu: return math::gelu_grad(x);
+    case UnaryOp::gelu:
+      if constexpr (std::is_same_v<A, float>) return cpu::vm::gelu_grad(x);
+      else return math::gelu_grad(x);
     case UnaryOp::gelu_tanh: return math::gelu_tanh_grad(x);
     case UnaryOp::silu: return math::silu_grad(x);
     case UnaryOp::square: return A(2) * x;

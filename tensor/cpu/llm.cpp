@@ -19,6 +19,7 @@
 #include "tensor/cpu/blas.h"
 #include "tensor/cpu/cpu_backend.h"
 #include "tensor/cpu/loops.h"
+#include "tensor/cpu/vector_math.h"
 
 namespace mox {
 
@@ -35,28 +36,10 @@ template <typename F> void dispatch_f32_f64(DType t, const char* op, F&& f) {
 }
 
 
-// exp(x) for x ≤ 0 in f32 without a libm call, so the softmax and GELU loops vectorise:
-// Cephes' expf (x = n·ln2 + r, a degree-6 polynomial in r, times 2^n), within 2 ulp; 0 below
-// −87.3 (where float would go subnormal); NaN stays NaN. f64 (gradchecks) uses std::exp.
-inline float exp_nonpositive(float x) {
-  const float xc = x > -87.3f ? x : -87.3f;   // NaN too becomes finite: the int cast below is defined
-  // n = round(xc/ln2) by the 1.5·2²³ trick (std::floor would not vectorise).
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;   // xc − n·ln2 in two steps
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const uint32_t bits = uint32_t(int32_t(n) + 127) << 23;   // 2^n, n ≥ −126
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return x != x ? x : x < -87.3f ? 0.0f : p * scale;
-}
+// exp(x) for x ≤ 0 without a libm call in f32 (cpu::vm::exp_nonpositive, vector_math.h), so
+// the softmax and GELU loops vectorise; f64 (gradchecks) uses std::exp.
 template <typename T> inline T exp_nonpositive_of(T x) {
-  if constexpr (std::is_same_v<T, float>) return exp_nonpositive(x);
+  if constexpr (std::is_same_v<T, float>) return cpu::vm::exp_nonpositive(x);
   else return std::exp(x);
 }
 
