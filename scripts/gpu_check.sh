@@ -178,7 +178,7 @@ if selected test; then
     run_step test "$LOG/test.log" make test
     st=$(status_of $RC)
     summary=$(grep -E '^mox-tests: [0-9]+ passed|^mox-dist-tests \([0-9] ranks\): ' "$LOG/test.log" | paste -sd ';' -)
-    cuda_skips=$(grep -c -E 'no CUDA device visible \(the CUDA backend is built|built without the CUDA backend' "$LOG/test.log")
+    cuda_skips=$(grep -c -E 'CUDA unavailable: |built without the CUDA backend' "$LOG/test.log")
     if [[ $st == PASS && $cuda_skips -gt 0 ]]; then
       st=FAIL
       summary="$cuda_skips CUDA skip messages (the CUDA tests did not run); $summary"

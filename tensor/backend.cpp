@@ -24,7 +24,8 @@ const CudaState& cuda_state() {
     CudaState s;
     if (!cuda_library::present()) {
       s.unavailable = str("this mox was built without the CUDA backend (no ", cuda_library::path(),
-                          "; build where nvcc is found, `make CUDA=1`)");
+                          " beside this program: build where nvcc is found, `make CUDA=1`, or keep the library "
+                          "beside a program you move)");
       return s;
     }
     if (const std::string why = cuda_library::device_probe(); !why.empty()) {

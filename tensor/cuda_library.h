@@ -8,9 +8,9 @@
 // The library resolves its calls into mox's CPU code against the program (linked with
 // -rdynamic and the whole of libmox.a), so there is exactly one copy of every global.
 //
-// What it is not: a plugin system (one library, three entry points: mox_cuda_backend,
-// mox_nccl_transport_create, mox_nccl_device_identity), nor a search path (the library is
-// where the build put it, beside the program).
+// What it is not: a plugin system (one library, four entry points: mox_cuda_backend,
+// mox_cuda_unavailable_reason, mox_nccl_transport_create, mox_nccl_device_identity), nor a
+// search path (the library is where the build put it, beside the program).
 #pragma once
 #include <string>
 

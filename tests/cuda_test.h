@@ -16,10 +16,8 @@
 
 namespace mox::testing {
 
-inline std::string cuda_skip_reason() {
-  return cuda_built() ? "no CUDA device visible (the CUDA backend is built; run on a GPU machine)"
-                      : "mox was built without the CUDA backend (make CUDA=1 where nvcc is installed)";
-}
+// "CUDA unavailable: " + why (scripts/gpu_check.sh counts the skips by that prefix).
+inline std::string cuda_skip_reason() { return "CUDA unavailable: " + cuda_unavailable_reason(); }
 
 #define REQUIRE_CUDA() \
   if (!::mox::backend_available(::mox::DeviceType::CUDA)) GTEST_SKIP() << ::mox::testing::cuda_skip_reason()

@@ -301,13 +301,10 @@ TEST_F(LlmTrain, UnusableDeviceExitsTwoSayingWhyOnEveryCommand) {
     const auto bad = run(cmd + " --device gpu");
     EXPECT_EQ(bad.code, 2) << cmd << ":\n" << bad.output;
     EXPECT_NE(bad.output.find("'gpu' is not a device (cpu, cuda, cuda:0 or auto)"), std::string::npos) << bad.output;
-    if (!mox::backend_available(mox::DeviceType::CUDA)) {   // this machine: which of the two reasons it is
+    if (!mox::backend_available(mox::DeviceType::CUDA)) {   // this machine: which reason it is
       const auto cuda = run(cmd + " --device cuda");
       EXPECT_EQ(cuda.code, 2) << cmd << ":\n" << cuda.output;
-      EXPECT_NE(cuda.output.find(mox::cuda_built() ? "'cuda': no CUDA device is visible"
-                                                   : "'cuda': this mox was built without the CUDA backend"),
-                std::string::npos)
-          << cuda.output;
+      EXPECT_NE(cuda.output.find("'cuda': " + mox::cuda_unavailable_reason()), std::string::npos) << cuda.output;
     } else {
       const auto second = run(cmd + " --device cuda:1");
       EXPECT_EQ(second.code, 2) << cmd << ":\n" << second.output;
@@ -340,7 +337,7 @@ TEST_F(LlmTrain, ExplicitCpuDeviceTrainsEvaluatesAndGeneratesAnnouncingIt) {
   }
 }
 
-// On a GPU only. Dense model (the MoE layers' gate is not device-clean yet: moe/).
+// On a GPU only. Dense model (the MoE model on CUDA: tests/test_cuda_modules.cpp).
 TEST_F(LlmTrain, CudaTrainsResumesAcrossDevicesDistilsEvaluatesAndGenerates) {
   REQUIRE_CUDA();
   const std::string data = corpus("text.txt", "First Citizen: Before we proceed any further, hear me speak.\n", 40);

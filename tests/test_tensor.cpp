@@ -109,6 +109,8 @@ TEST(Shapes, NumelStridesBroadcastAndWrap) {
   expect_error([] { wrap_dim(3, 3); }, {"dim 3", "rank 3"});
   expect_error([] { Shape({int64_t(1) << 40, int64_t(1) << 40}).numel(); }, {"int64"});
   expect_error([] { Shape({2, -3}).numel(); }, {"-3"});
+  // Bytes that fit size_t but not with the allocator's alignment slack: an error, not a wrap.
+  expect_error([] { empty({(int64_t(1) << 61) - 1}, DType::f64); }, {"cannot allocate", "18446744073709551608 bytes"});
   expect_error([] { Shape({1, 1, 1, 1, 1, 1, 1, 1, 1}); }, {"at most 8"});
   std::ostringstream os;
   os << Shape({2, 3}) << Shape();

@@ -17,7 +17,8 @@
 namespace mox::examples {
 
 inline Device resolve_device(const std::string& text, int64_t world_size = 1) {
-  if (text == "auto") return backend_available(DeviceType::CUDA) && world_size == 1 ? Device::cuda() : Device::cpu();
+  // world_size first: a multi-rank auto job never asks (asking loads the CUDA library on a GPU machine).
+  if (text == "auto") return world_size == 1 && backend_available(DeviceType::CUDA) ? Device::cuda() : Device::cpu();
   return Device::parse(text);
 }
 
@@ -43,13 +44,15 @@ inline CLI::Validator device_validator() {
 
 // "device cpu (mox built without CUDA)", "device cpu (no CUDA device visible)", "device cuda:0",
 // "device cpu (2 ranks: auto keeps a multi-rank job on the CPU; ...)".
+// An explicit cpu asks nothing about CUDA (so a CPU run on a GPU machine loads no CUDA library).
 inline std::string device_summary(Device d, const std::string& text = "", int64_t world_size = 1) {
   if (d.is_cuda()) return "device " + d.str();
-  if (!cuda_built()) return "device cpu (mox built without CUDA)";
-  if (!backend_available(DeviceType::CUDA)) return "device cpu (no CUDA device visible)";
-  if (text == "auto" && world_size > 1)
+  if (text != "auto") return "device cpu";
+  if (world_size > 1)
     return "device cpu (" + std::to_string(world_size) +
            " ranks: auto keeps a multi-rank job on the CPU; --device cuda for one GPU per rank)";
+  if (!cuda_built()) return "device cpu (mox built without CUDA)";
+  if (!backend_available(DeviceType::CUDA)) return "device cpu (" + cuda_unavailable_reason() + ")";
   return "device cpu";
 }
 

@@ -12,7 +12,6 @@
 // the dense-FFN benchmark peaked at 1.0 GB of RSS for 560 MiB of live tensors (0.75 GB now).
 #include <malloc.h>
 
-#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -37,11 +36,11 @@ CpuBackend& cpu_backend() {
 }
 
 constexpr size_t kAlignment = 64;
-static_assert(alignof(std::max_align_t) >= 16, "malloc's alignment leaves room for the pointer");
 
-// malloc's pointer is 16-byte aligned, so the next 64-byte boundary past it leaves 16–64
-// bytes in front of the block: room to keep malloc's pointer for deallocate.
+// malloc's pointer is at least 8-byte aligned, so the first 64-byte boundary at least 8 bytes
+// past it is at most 64 bytes in: room to keep malloc's pointer in front of the block.
 void* CpuBackend::allocate(size_t nbytes) {
+  MOX_CHECK(nbytes <= SIZE_MAX - kAlignment, "cannot allocate ", nbytes, " bytes of host memory (larger than the address space)");
   void* raw = std::malloc(nbytes + kAlignment);
   MOX_CHECK(raw != nullptr, "out of host memory allocating ", nbytes, " bytes");
   const uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw) + sizeof(void*) + kAlignment - 1) & ~(kAlignment - 1);

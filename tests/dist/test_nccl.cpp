@@ -253,7 +253,7 @@ TEST(NcclCollectives, MissingPeerTimesOutAndAborts) {
 TEST(NcclTransport, UnavailableIsAnErrorOnEveryRankSayingWhy) {
   const std::string why = cuda_transport_unavailable();
   if (why.empty()) GTEST_SKIP() << "a CUDA transport can be made here (the NcclCollectives tests use it)";
-  // In the order they are checked: the build, NCCL in the build, a GPU.
+  // In the order they are checked: the build, a GPU (and the library loading), NCCL in the build.
   if (!cuda_built()) {
     EXPECT_CONTAINS(why, "built without the CUDA backend");
   } else if (why.find("NCCL not found at build time") == std::string::npos) {
