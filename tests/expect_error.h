@@ -4,6 +4,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,16 @@
   EXPECT_NE((text).find(part), std::string::npos) << "expected \"" << (part) << "\" in:\n" << (text)
 
 namespace mox::testing {
+
+// The message of the mox::Error f throws, or "(no error)": for comparing two errors' texts.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
 
 template <typename F>
 void expect_error(F&& f, const std::vector<std::string>& parts) {

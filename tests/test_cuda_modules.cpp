@@ -48,6 +48,7 @@
 #include "nn/optim/sgd.h"
 #include "tests/cuda_test.h"
 #include "tests/expect_error.h"
+#include "tests/tiny_llm.h"
 
 namespace mox {
 namespace {
@@ -55,6 +56,7 @@ namespace {
 using nn::Module;
 using nn::NamedTensors;
 using testing::expect_close;
+using testing::error_of;
 using testing::expect_error;
 
 // ------------------------------------------------------------------------ the harness
@@ -356,15 +358,6 @@ void case_embedding(Device d) {
                             plain_forward, {kExact});
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 void case_bad_ids(Device d) {
   // The ids are checked on the host before any kernel runs: the same message on every device,
   // naming the id, its position and the vocabulary (or the class count).
@@ -556,22 +549,9 @@ void case_cifar_net(Device d) {
   }
 }
 
-// 2 layers of width 16, 2 heads, block 16 (test_llm.cpp's tiny model); experts > 1 makes
-// layer 2 an MoE layer (top-2, dropless, second expert sampled with the model's generator).
-llm::ModelConfig tiny_llm(const std::string& arch, int64_t experts) {
-  llm::ModelConfig c;
-  c.arch = arch;
-  c.vocab_size = 11;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 16;
-  c.block_size = 16;
-  c.num_experts = {experts};
-  c.expert_interval = 2;
-  c.gate.k = 2;
-  c.gate.drop_tokens = false;
-  return c;
-}
+// test_llm.cpp's tiny model, vocabulary 11 (layer 2 MoE when experts > 1: top-2, dropless,
+// second expert sampled with the model's generator).
+llm::ModelConfig tiny_llm(const std::string& arch, int64_t experts) { return testing::tiny_llm_config(arch, experts, 11); }
 
 Factory transformer(const llm::ModelConfig& cfg) {
   return [cfg] { return std::make_shared<llm::Transformer>(cfg, std::make_shared<Generator>(130)); };

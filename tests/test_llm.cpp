@@ -32,6 +32,7 @@
 #include "tests/child_process.h"
 #include "tests/expect_error.h"
 #include "tests/temp_dir.h"
+#include "tests/tiny_llm.h"
 
 namespace {
 
@@ -51,24 +52,6 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
   return m;
 }
 
-// 2 layers of width 16, 2 heads, block 16; experts > 1 makes layer 2 an MoE layer (top-2).
-// Dropless routing: with capacity dropping, a token dropped in a long forward would not be
-// dropped when it is routed alone, and the cache test compares exactly those two.
-ModelConfig tiny_config(const std::string& arch, int64_t experts, int64_t vocab) {
-  ModelConfig c;
-  c.arch = arch;
-  c.vocab_size = vocab;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 16;
-  c.block_size = 16;
-  c.num_experts = {experts};
-  c.expert_interval = 2;
-  c.gate.k = 2;
-  c.gate.drop_tokens = false;
-  return c;
-}
-
 Tensor random_ids(int64_t B, int64_t T, int64_t vocab, uint64_t seed) {   // (B, T) i64
   Generator g(seed);
   std::vector<int64_t> ids(size_t(B * T));
@@ -83,7 +66,7 @@ TEST(LlmModel, KvCachePrefillAndStepsGiveTheFullForwardLogits) {
   for (const std::string arch : {"gpt", "llama"})
     for (int64_t experts : {1, 4}) {
       auto gen = std::make_shared<Generator>(7);
-      Transformer m(tiny_config(arch, experts, 11), gen);
+      Transformer m(mox::testing::tiny_llm_config(arch, experts, 11), gen);
       m.eval();
       EXPECT_EQ(m.moe_layers().size(), experts > 1 ? 1u : 0u);
       const Tensor idx = random_ids(2, 12, 11, 8);   // (B, T)
@@ -102,7 +85,7 @@ TEST(LlmModel, KvCachePrefillAndStepsGiveTheFullForwardLogits) {
 
 TEST(LlmModel, KvCacheBeyondBlockSizeIsAnErrorNamingIt) {
   auto gen = std::make_shared<Generator>(9);
-  Transformer m(tiny_config("gpt", 1, 5), gen);
+  Transformer m(mox::testing::tiny_llm_config("gpt", 1, 5), gen);
   m.eval();
   autograd::NoGradGuard no_grad;
   std::vector<nn::KVCache> caches(2);
@@ -134,7 +117,7 @@ Tensor logits_of(const Loaded& l, const std::string& text) {
 TEST(LlmCheckpoint, RoundTripKeepsConfigTokenizerGeneratorAndLogits) {
   TempDir dir("mox-llm-test");
   const data::CharTokenizer tok = data::CharTokenizer::from_text("to be, or not to be\n");
-  const ModelConfig cfg = tiny_config("llama", 4, tok.vocab_size());
+  const ModelConfig cfg = mox::testing::tiny_llm_config("llama", 4, tok.vocab_size());
   auto gen = std::make_shared<Generator>(21);
   Transformer m(cfg, gen);
   m.eval();
@@ -169,7 +152,7 @@ class LlmCli : public ::testing::Test {
   void SetUp() override {
     binary_ = mox::testing::program_beside_tests("mox-llm");
     if (binary_.empty()) GTEST_SKIP() << "mox-llm not found: build it with `make all` (it sits beside mox-tests)";
-    write_checkpoint(ckpt_, tiny_config("gpt", 4, tok_.vocab_size()), tok_, 31, {{"step", "7"}, {"best_val_loss", "2.5"}});
+    write_checkpoint(ckpt_, mox::testing::tiny_llm_config("gpt", 4, tok_.vocab_size()), tok_, 31, {{"step", "7"}, {"best_val_loss", "2.5"}});
   }
   // Runs mox-llm with `args` (shell words); stderr joins stdout unless `stdout_only`.
   ProgramResult run_llm(const std::string& args, bool stdout_only = false) const {
@@ -232,7 +215,7 @@ TEST_F(LlmGenerate, TopKOneAndATinyTopPAreGreedy) {
 // and duplicates nothing: prompt bytes + one byte per token + the separator.
 TEST_F(LlmGenerate, ByteTokenizerWritesEveryByteOnce) {
   const data::ByteTokenizer bytes;
-  write_checkpoint(dir_.path("bytes.safetensors"), tiny_config("llama", 1, 256), bytes, 41);
+  write_checkpoint(dir_.path("bytes.safetensors"), mox::testing::tiny_llm_config("llama", 1, 256), bytes, 41);
   const ProgramResult r =
       run_llm("generate --device cpu --checkpoint " + sh_quote(dir_.path("bytes.safetensors")) +
                   " --prompt 'é' --max-new-tokens 30",

@@ -21,10 +21,12 @@
 #include "nn/basic.h"
 #include "nn/container.h"
 #include "nn/optim/sgd.h"
+#include "tests/expect_error.h"
 #include "tests/gradcheck.h"
 
 using namespace mox;
 using namespace mox::moe;
+using mox::testing::error_of;
 
 namespace {
 
@@ -46,15 +48,6 @@ GateConfig gate_config(int64_t E, int64_t k) {
   c.num_experts = E;
   c.k = k;
   return c;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 // ---- DeepSpeed's TestTopkGate (tests/unit/moe/test_moe.py): topkgating(logits, k, 1,
