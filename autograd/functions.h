@@ -124,11 +124,23 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight = Tensor(), double eps = 1
 // is aligned to the last key, so T new queries against a KV cache of Tk ≥ T keys work).
 // dropout_p > 0 drops attention probabilities (inverted dropout drawn from gen, as
 // dropout() does; pass 0 in eval). The result is a view of (B, T, H, D) memory, so
-// transpose(1, 2).reshape({B, T, H·D}) merges the heads without a copy. Keeps the
-// (B, H, T, Tk) probabilities for backward.
+// transpose(1, 2).reshape({B, T, H·D}) merges the heads without a copy. What it keeps for
+// backward depends on the attention kernel (below).
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false,
                                     std::optional<double> scale = std::nullopt, double dropout_p = 0.0,
                                     Generator* gen = nullptr);
+// Which kernel attention (the op above and causal_self_attention_qkv) runs, process-wide:
+// materialized keeps the (B, H, T, Tk) probabilities for backward (O(T²) memory; GEMM-based,
+// the fastest on the CPU at short contexts); fused keeps (B, H, T) log-sum-exps and
+// recomputes the probabilities in backward (flash-style, O(T) memory; on CUDA head dims up
+// to kCudaFusedAttentionMaxHeadDim = 128); automatic (the default) is fused on CUDA where the
+// head dim allows, materialized otherwise. Both give the same result up to rounding and draw
+// the same dropout mask from the same generator counters.
+enum class AttentionKernel { automatic, fused, materialized };
+void set_attention_kernel(AttentionKernel kernel);
+AttentionKernel attention_kernel();
+// "auto" | "fused" | "materialized" (a command-line value); anything else is an error naming it.
+AttentionKernel parse_attention_kernel(const std::string& name);
 // Causal self-attention of a packed projection qkv (B, T, 3·C) = [q | k | v] split into
 // n_head heads: scaled_dot_product_attention(q, k, v, causal=true, ...) of its head views,
 // (B, H, T, D) as a view of (B, T, H, D) memory, with one graph node whose backward writes

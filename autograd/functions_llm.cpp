@@ -6,8 +6,12 @@
 // run there on f32 copies, widen_on_cpu in autograd/node.h). Attention-
 // layout results and gradients (B, H, T, D) are views of (B, T, H, D) memory, as PyTorch's
 // flash attention returns them: merging heads, and the gradient of a head view of a fused
-// qkv projection, then need no copy. Not here: the modules (nn/embedding.h, nn/norm.h,
+// qkv projection, then need no copy. Attention runs one of two kernels (set_attention_kernel):
+// materialised — softmax of the (B, H, T, Tk) scores, kept for backward — or fused
+// (flash-style: row log-sum-exps kept, probabilities recomputed in backward); both draw the
+// same dropout mask from the same generator counters. Not here: the modules (nn/embedding.h, nn/norm.h,
 // nn/attention.h) and the KV cache (nn/attention.h).
+#include <atomic>
 #include <cmath>
 
 #include "autograd/functions.h"
@@ -156,29 +160,96 @@ Tensor bias_gelu(const Tensor& x, const Tensor& bias) {
 // ------------------------------------------------------------------------ attention
 
 namespace {
+std::atomic<AttentionKernel> g_attention_kernel{AttentionKernel::automatic};
+
+// The forward's result and what its backward needs: the probabilities (and dropout
+// multipliers) on the materialised path; the row log-sum-exps and the dropout draw on the
+// fused one.
 struct AttentionForward {
   Tensor out;     // (B, H, T, D), a view of (B, T, H, D) memory
-  Tensor probs;   // (B, H, T, Tk), kept for backward (undefined when `keep_probs` was false)
-  Tensor keep;    // (B, H, T, Tk) dropout multipliers, or undefined
+  bool fused = false;
+  bool causal = false;
+  Tensor probs;   // materialised: (B, H, T, Tk), kept for backward (undefined when not needed)
+  Tensor keep;    // materialised: (B, H, T, Tk) dropout multipliers, or undefined
+  Tensor lse;     // fused: (B, H, T) in the compute type
+  AttentionDropout dropout;   // fused: the draw the kernels repeat in backward
 };
+
+bool use_fused(const Tensor& q) {
+  switch (g_attention_kernel.load()) {
+    case AttentionKernel::fused: return true;
+    case AttentionKernel::materialized: return false;
+    case AttentionKernel::automatic: break;
+  }
+  return q.device().is_cuda() && q.size(3) <= kCudaFusedAttentionMaxHeadDim;
+}
+
+// 1/(1 − p) as the dtype holds it: the multiplier dropout() (and the materialised mask) applies.
+double dropout_scale(DType dtype, double p) {
+  const double s = 1.0 / (1.0 - p);
+  switch (dtype) {
+    case DType::f64: return s;
+    case DType::f16: return double(float(half(float(s))));
+    case DType::bf16: return double(float(bfloat16(float(s))));
+    default: return double(float(s));
+  }
+}
 
 // The forward kernel on checked, readable q (B, H, T, D), k and v (B, H, Tk, D).
 AttentionForward attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
-                                   double dropout_p, Generator* gen, bool keep_probs) {
+                                   double dropout_p, Generator* gen, bool for_backward) {
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), Tk = k.size(2);
   AttentionForward f;
+  f.fused = use_fused(q);
+  f.causal = causal;
+  f.out = empty_heads(q.shape(), q.dtype(), q.device());
+  if (f.fused) {   // the mask's counters are reserved as the materialised path draws them
+    if (dropout_p > 0) {
+      Generator& g = gen ? *gen : default_generator();
+      f.dropout = {dropout_p, dropout_scale(q.dtype(), dropout_p), g.seed(), g.advance(uint64_t(B * H * T * Tk))};
+    }
+    f.lse = empty({B, H, T}, q.dtype() == DType::f64 ? DType::f64 : DType::f32, q.device());
+    backend(q.device()).attention_fused(q, k, v, causal, scale, f.dropout, f.out, f.lse);
+    return f;
+  }
   if (dropout_p > 0) {   // multipliers drawn as dropout() draws them
     Tensor u = raw::uniform({B, H, T, Tk}, 0.0, 1.0, q.dtype(), q.device(), gen);
     Tensor kept = raw::to_dtype(raw::binary_scalar(BinaryOp::ge, u, dropout_p), q.dtype());
     f.keep = raw::binary_scalar(BinaryOp::mul, kept, 1.0 / (1.0 - dropout_p));
   }
-  if (keep_probs) f.probs = empty({B, H, T, Tk}, q.dtype(), q.device());
-  f.out = empty_heads(q.shape(), q.dtype(), q.device());
+  if (for_backward) f.probs = empty({B, H, T, Tk}, q.dtype(), q.device());
   backend(q.device()).attention(q, k, v, causal, scale, f.keep.defined() ? &f.keep : nullptr,
-                                keep_probs ? &f.probs : nullptr, f.out);
+                                for_backward ? &f.probs : nullptr, f.out);
+  return f;
+}
+
+// Gradients of f's attention, written into gq, gk, gv (any head views with unit stride on D).
+void attention_backward(const AttentionForward& f, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& gout, double scale, const Tensor& gq, const Tensor& gk, const Tensor& gv) {
+  if (f.fused)
+    backend(q.device()).attention_fused_backward(q, k, v, f.out, f.lse, gout, f.causal, scale, f.dropout, gq, gk, gv);
+  else
+    backend(q.device()).attention_backward(q, k, v, f.probs, f.keep.defined() ? &f.keep : nullptr, gout, scale, gq,
+                                           gk, gv);
+}
+
+// What a backward closure keeps of f: its output without the graph (the closure is owned by
+// the output's own node, so keeping the output itself would make a cycle).
+AttentionForward for_closure(AttentionForward f) {
+  f.out = f.out.detach();
   return f;
 }
 }  // namespace
+
+void set_attention_kernel(AttentionKernel kernel) { g_attention_kernel = kernel; }
+AttentionKernel attention_kernel() { return g_attention_kernel; }
+
+AttentionKernel parse_attention_kernel(const std::string& name) {
+  if (name == "auto") return AttentionKernel::automatic;
+  if (name == "fused") return AttentionKernel::fused;
+  if (name == "materialized") return AttentionKernel::materialized;
+  MOX_FAIL("attention kernel '", name, "' is not one of auto, fused, materialized");
+}
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                                     std::optional<double> scale, double dropout_p, Generator* gen) {
@@ -205,13 +276,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const bool grad = needs_grad({&q, &k, &v});
   const AttentionForward f = attention_forward(qc, kc, vc, causal, s, dropout_p, gen, grad);
   if (!grad) return f.out;
-  Tensor probs = f.probs, keep = f.keep;
-  return record(op, f.out, {&q, &k, &v}, [qc, kc, vc, probs, keep, s](const Tensor& g) {
+  return record(op, f.out, {&q, &k, &v}, [qc, kc, vc, f = for_closure(f), s](const Tensor& g) {
     Tensor gq = empty_heads(qc.shape(), qc.dtype(), qc.device());
     Tensor gk = empty_heads(kc.shape(), kc.dtype(), kc.device());
     Tensor gv = empty_heads(vc.shape(), vc.dtype(), vc.device());
-    backend(qc.device()).attention_backward(qc, kc, vc, probs, keep.defined() ? &keep : nullptr,
-                                            heads_ready(g), s, gq, gk, gv);
+    attention_backward(f, qc, kc, vc, heads_ready(g), s, gq, gk, gv);
     return Grads{gq, gk, gv};
   });
 }
@@ -236,12 +305,10 @@ Tensor causal_self_attention_qkv(const Tensor& qkv, int64_t n_head, std::optiona
   const bool grad = needs_grad(qkv);
   const AttentionForward f = attention_forward(q, k, v, /*causal=*/true, s, dropout_p, gen, grad);
   if (!grad) return f.out;
-  Tensor probs = f.probs, keep = f.keep;
-  return record(op, f.out, {&qkv}, [q, k, v, probs, keep, s, heads, shape = qkv.shape()](const Tensor& g) {
+  return record(op, f.out, {&qkv}, [q, k, v, f = for_closure(f), s, heads, shape = qkv.shape()](const Tensor& g) {
     // The three gradients are written straight into their thirds of one (B, T, 3C) buffer.
     Tensor gqkv = empty(shape, q.dtype(), q.device());
-    backend(q.device()).attention_backward(q, k, v, probs, keep.defined() ? &keep : nullptr, heads_ready(g), s,
-                                           heads(gqkv, 0), heads(gqkv, 1), heads(gqkv, 2));
+    attention_backward(f, q, k, v, heads_ready(g), s, heads(gqkv, 0), heads(gqkv, 1), heads(gqkv, 2));
     return Grads{gqkv};
   });
 }

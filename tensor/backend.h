@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "tensor/attention_math.h"
 #include "tensor/tensor.h"
 
 namespace mox {
@@ -153,6 +154,17 @@ class Backend {
   virtual void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
                                   const Tensor* keep, const Tensor& gout, double scale, const Tensor& gq,
                                   const Tensor& gk, const Tensor& gv) = 0;
+  // Fused (flash-style) attention: attention() without the (B, H, T, Tk) probabilities —
+  // tensor/attention_math.h's algorithm, the dropout decisions drawn in the kernel — keeping
+  // lse (B, H, T) contiguous in the compute type (f32; f64 for f64): the log-sum-exp of each
+  // query row's scores, what backward recomputes the probabilities from. Same stride rules.
+  virtual void attention_fused(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                               const AttentionDropout& dropout, const Tensor& out, const Tensor& lse) = 0;
+  // Gradients of attention_fused from its out and lse; written, not accumulated.
+  virtual void attention_fused_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                                        const Tensor& lse, const Tensor& gout, bool causal, double scale,
+                                        const AttentionDropout& dropout, const Tensor& gq, const Tensor& gk,
+                                        const Tensor& gv) = 0;
   // GPT-2's GELU (tanh approximation) of x + b, each row of contiguous x (rows, C) into
   // contiguous y; b (C) may be null.
   virtual void bias_gelu(const Tensor& x, const Tensor* b, const Tensor& y) = 0;

@@ -1,6 +1,7 @@
 // test_cuda_layers.cpp — the CUDA backend's layer kernels against the CPU reference: bmm
 // (transposed, broadcast, batched, accumulating), conv2d and max-pool (forward and backward),
-// LayerNorm/RMSNorm, attention (causal or not, with and without dropout multipliers),
+// LayerNorm/RMSNorm, attention (both kernels — materialised and fused (flash-style) — causal
+// or not, with and without dropout, head dims up to the fused kernel's 128 and past it),
 // bias + GELU and rotary embedding. Each test runs the same public op (tensor/ops.h or the
 // differentiable functions) on CPU tensors and on their CUDA copies and compares: f32 within
 // rtol = atol = 1e-3 (PyTorch's CPU/CUDA tolerance), f64 within 1e-9, 16-bit floats against
@@ -14,12 +15,15 @@
 #include <vector>
 
 #include "autograd/functions.h"
+#include "tests/attention_reference.h"
 #include "tests/cuda_test.h"
+#include "tests/expect_error.h"
 
 namespace mox {
 namespace {
 
 using testing::cuda;
+using testing::KernelScope;
 using testing::expect_close;
 using testing::expect_equal;
 
@@ -283,7 +287,11 @@ const AttnCase kAttnCases[] = {
     {1, 4, 17, 17, 32},  // one batch entry
     {3, 2, 40, 40, 8},   // rows longer than a warp
     {5, 1, 1, 9, 4},     // one head, one query (decoding against a cache)
+    {2, 2, 77, 77, 64},  // several tiles of 32 keys and of 32 query rows; GPT-2's head dim
+    {1, 2, 45, 130, 100},   // a head dim that is no multiple of 32; more keys than queries
+    {1, 1, 33, 33, 128},    // the fused kernel's largest head dim
 };
+const AttentionKernel kKernels[] = {AttentionKernel::materialized, AttentionKernel::fused};
 
 // q (B, H, T, D) and k, v (B, H, Tk, D) as head views of (B, T, H, D) memory, or with `fused`
 // of one (B, T, 3, H, D) qkv projection as a GPT block makes them: strided views the kernels
@@ -318,25 +326,32 @@ Qkv qkv(const AttnCase& c, DType dt, bool fused, uint64_t seed, bool gpu, bool g
   return r;
 }
 
+// Each CUDA kernel against the CPU's materialised attention.
 TEST(CudaLayers, AttentionForwardBackward) {
   REQUIRE_CUDA();
-  for (DType dt : kFloat)
-    for (const AttnCase& c : kAttnCases)
-      for (bool causal : {false, true})
-        for (bool fused : {false, true}) {
-          SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " B" << c.B << " H" << c.H << " T" << c.T << " Tk"
-                                            << c.Tk << " D" << c.D << (causal ? " causal" : "")
-                                            << (fused ? " fused qkv" : ""));
-          const Qkv cpu = qkv(c, dt, fused, 70, false, true), gpu = qkv(c, dt, fused, 70, true, true);
-          Tensor oc = scaled_dot_product_attention(cpu.q, cpu.k, cpu.v, causal);
-          Tensor og = scaled_dot_product_attention(gpu.q, gpu.k, gpu.v, causal);
-          expect_gpu(og, oc, tol(dt), "output");
-          const Tensor go = rnd(oc.shape(), 71, dt);
-          oc.backward(go);
-          og.backward(cuda(go));
-          for (size_t i = 0; i < cpu.bases.size(); ++i)
-            expect_gpu(gpu.bases[i].grad(), cpu.bases[i].grad(), tol(dt), fused ? "qkv grad" : i == 0 ? "q grad" : i == 1 ? "k grad" : "v grad");
-        }
+  for (AttentionKernel kernel : kKernels)
+    for (DType dt : kFloat)
+      for (const AttnCase& c : kAttnCases)
+        for (bool causal : {false, true})
+          for (bool fused : {false, true}) {
+            SCOPED_TRACE(::testing::Message() << (kernel == AttentionKernel::fused ? "fused kernel " : "materialised kernel ")
+                                              << dtype_name(dt) << " B" << c.B << " H" << c.H << " T" << c.T << " Tk"
+                                              << c.Tk << " D" << c.D << (causal ? " causal" : "")
+                                              << (fused ? " fused qkv" : ""));
+            const Qkv cpu = qkv(c, dt, fused, 70, false, true), gpu = qkv(c, dt, fused, 70, true, true);
+            Tensor oc = scaled_dot_product_attention(cpu.q, cpu.k, cpu.v, causal);
+            Tensor og;
+            {
+              KernelScope scope(kernel);
+              og = scaled_dot_product_attention(gpu.q, gpu.k, gpu.v, causal);
+            }
+            expect_gpu(og, oc, tol(dt), "output");
+            const Tensor go = rnd(oc.shape(), 71, dt);
+            oc.backward(go);
+            og.backward(cuda(go));
+            for (size_t i = 0; i < cpu.bases.size(); ++i)
+              expect_gpu(gpu.bases[i].grad(), cpu.bases[i].grad(), tol(dt), fused ? "qkv grad" : i == 0 ? "q grad" : i == 1 ? "k grad" : "v grad");
+          }
 }
 
 TEST(CudaLayers, AttentionWithDropoutMultipliers) {
@@ -379,27 +394,84 @@ TEST(CudaLayers, AttentionWithDropoutMultipliers) {
 
 TEST(CudaLayers, AttentionDropoutFromTheSameGenerator) {
   REQUIRE_CUDA();
-  // Philox gives the same numbers on both devices for a seed, so dropout masks agree too.
-  const AttnCase c{2, 2, 6, 6, 8};
-  const Qkv cpu = qkv(c, DType::f32, false, 90, false), gpu = qkv(c, DType::f32, false, 90, true);
-  Generator gc(7), gg(7);
-  const Tensor oc = scaled_dot_product_attention(cpu.q, cpu.k, cpu.v, true, std::nullopt, 0.25, &gc);
-  const Tensor og = scaled_dot_product_attention(gpu.q, gpu.k, gpu.v, true, std::nullopt, 0.25, &gg);
-  expect_gpu(og, oc, tol(DType::f32), "output with dropout");
+  // Philox gives the same numbers on both devices for a seed, and both kernels take each
+  // keep decision from the same counter, so dropout masks agree too — also in f16/bf16,
+  // where the uniform is rounded to the dtype before the comparison.
+  const AttnCase c{2, 2, 40, 40, 8};
+  for (AttentionKernel kernel : kKernels)
+    for (DType dt : {DType::f32, DType::f64}) {
+      SCOPED_TRACE(::testing::Message() << (kernel == AttentionKernel::fused ? "fused " : "materialised ") << dtype_name(dt));
+      const Qkv cpu = qkv(c, dt, false, 90, false, true), gpu = qkv(c, dt, false, 90, true, true);
+      Generator gc(7), gg(7);
+      Tensor oc = scaled_dot_product_attention(cpu.q, cpu.k, cpu.v, true, std::nullopt, 0.25, &gc);
+      Tensor og;
+      {
+        KernelScope scope(kernel);
+        og = scaled_dot_product_attention(gpu.q, gpu.k, gpu.v, true, std::nullopt, 0.25, &gg);
+      }
+      expect_gpu(og, oc, tol(dt), "output with dropout");
+      EXPECT_EQ(gg.offset(), gc.offset());
+      const Tensor go = rnd(oc.shape(), 91, dt);
+      oc.backward(go);
+      og.backward(cuda(go));
+      for (size_t i = 0; i < cpu.bases.size(); ++i) expect_gpu(gpu.bases[i].grad(), cpu.bases[i].grad(), tol(dt), "grad");
+    }
+  for (DType dt : kHalf) {   // the fused kernel against the materialised one, both on CUDA
+    SCOPED_TRACE(dtype_name(dt));
+    const Qkv gpu = qkv(c, dt, false, 92, true);
+    Generator ga(8), gb(8);
+    Tensor fused, materialised;
+    {
+      KernelScope scope(AttentionKernel::fused);
+      fused = scaled_dot_product_attention(gpu.q, gpu.k, gpu.v, true, std::nullopt, 0.5, &ga);
+    }
+    {
+      KernelScope scope(AttentionKernel::materialized);
+      materialised = scaled_dot_product_attention(gpu.q, gpu.k, gpu.v, true, std::nullopt, 0.5, &gb);
+    }
+    expect_gpu(fused, raw::to_dtype(raw::to_device(materialised, Device::cpu()), DType::f32), tol(dt), "dropout mask");
+  }
 }
 
 TEST(CudaLayers, AttentionInHalfPrecision) {
   REQUIRE_CUDA();
-  for (DType dt : kHalf)
-    for (bool causal : {false, true}) {
-      SCOPED_TRACE(::testing::Message() << dtype_name(dt) << (causal ? " causal" : ""));
-      const AttnCase c{2, 2, 9, 9, 16};
-      const Qkv cpu = qkv(c, dt, false, 95, false), gpu = qkv(c, dt, false, 95, true);
-      const Tensor oc = scaled_dot_product_attention(raw::to_dtype(cpu.q, DType::f32), raw::to_dtype(cpu.k, DType::f32),
-                                                     raw::to_dtype(cpu.v, DType::f32), causal);
-      const Tensor og = scaled_dot_product_attention(gpu.q, gpu.k, gpu.v, causal);
-      expect_gpu(og, oc, tol(dt), "output");
-    }
+  for (AttentionKernel kernel : kKernels)
+    for (DType dt : kHalf)
+      for (const AttnCase& c : {AttnCase{2, 2, 9, 9, 16}, AttnCase{1, 2, 70, 70, 64}})
+        for (bool causal : {false, true}) {
+          SCOPED_TRACE(::testing::Message() << (kernel == AttentionKernel::fused ? "fused " : "materialised ")
+                                            << dtype_name(dt) << " T" << c.T << (causal ? " causal" : ""));
+          const Qkv cpu = qkv(c, dt, false, 95, false), gpu = qkv(c, dt, false, 95, true, true);
+          const Tensor q32 = leaf(raw::to_dtype(cpu.q, DType::f32)), k32 = leaf(raw::to_dtype(cpu.k, DType::f32));
+          const Tensor v32 = leaf(raw::to_dtype(cpu.v, DType::f32));
+          Tensor oc = scaled_dot_product_attention(q32, k32, v32, causal);
+          Tensor og;
+          {
+            KernelScope scope(kernel);
+            og = scaled_dot_product_attention(gpu.q, gpu.k, gpu.v, causal);
+          }
+          expect_gpu(og, oc, tol(dt), "output");
+          const Tensor go = rnd(oc.shape(), 96, dt);
+          oc.backward(raw::to_dtype(go, DType::f32));
+          og.backward(cuda(go));
+          expect_gpu(gpu.bases[0].grad().transpose(1, 2), q32.grad(), tol(dt), "q grad");
+          expect_gpu(gpu.bases[1].grad().transpose(1, 2), k32.grad(), tol(dt), "k grad");
+          expect_gpu(gpu.bases[2].grad().transpose(1, 2), v32.grad(), tol(dt), "v grad");
+        }
+}
+
+TEST(CudaLayers, FusedAttentionHeadDimLimit) {
+  REQUIRE_CUDA();
+  const AttnCase c{1, 2, 10, 10, kCudaFusedAttentionMaxHeadDim + 1};
+  const Qkv cpu = qkv(c, DType::f32, false, 97, false), gpu = qkv(c, DType::f32, false, 97, true);
+  {
+    KernelScope scope(AttentionKernel::fused);
+    testing::expect_error([&] { scaled_dot_product_attention(gpu.q, gpu.k, gpu.v, true); },
+                          {"head dims up to 128", "D=129", "materialized"});
+  }
+  // automatic falls back to the materialised kernel above the limit.
+  expect_gpu(scaled_dot_product_attention(gpu.q, gpu.k, gpu.v, true),
+             scaled_dot_product_attention(cpu.q, cpu.k, cpu.v, true), tol(DType::f32), "automatic, D=129");
 }
 
 // ------------------------------------------------------------------------ bias + GELU
@@ -464,7 +536,8 @@ TEST(CudaLayers, RotaryBothDirections) {
 TEST(CudaLayers, BackwardKernelsAreDeterministic) {
   REQUIRE_CUDA();
   // Two runs of the same backward give bitwise-equal gradients: cuDNN algorithms are chosen
-  // deterministic, the pooling and column-sum kernels add in a fixed order without atomics.
+  // deterministic, the pooling, column-sum and fused-attention kernels add in a fixed order
+  // without atomics.
   auto grads = [] {
     Tensor x = leaf(cuda(rnd({8, 6, 12, 12}, 120))), w = leaf(cuda(rnd({10, 6, 3, 3}, 121)));
     Tensor b = leaf(cuda(rnd({10}, 122)));
@@ -473,7 +546,11 @@ TEST(CudaLayers, BackwardKernelsAreDeterministic) {
     Tensor xn = leaf(cuda(rnd({300, 64}, 124))), wn = leaf(cuda(rnd({64}, 125))), bn = leaf(cuda(rnd({64}, 126)));
     Tensor yn = layer_norm(xn, wn, bn);
     yn.backward(cuda(rnd(yn.shape(), 127)));
-    return std::vector<Tensor>{x.grad(), w.grad(), b.grad(), wn.grad(), bn.grad()};
+    KernelScope scope(AttentionKernel::fused);
+    const Qkv a = qkv(AttnCase{2, 2, 70, 70, 64}, DType::f32, true, 128, true, true);
+    Tensor ya = scaled_dot_product_attention(a.q, a.k, a.v, true);
+    ya.backward(cuda(rnd(ya.shape(), 129)));
+    return std::vector<Tensor>{x.grad(), w.grad(), b.grad(), wn.grad(), bn.grad(), a.bases[0].grad()};
   };
   const std::vector<Tensor> first = grads(), second = grads();
   for (size_t i = 0; i < first.size(); ++i) expect_equal(second[i], raw::to_device(first[i], Device::cpu()), "grad " + std::to_string(i));

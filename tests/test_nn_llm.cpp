@@ -26,6 +26,7 @@
 #include "nn/mlp.h"
 #include "nn/norm.h"
 #include "nn/quantized.h"
+#include "tests/attention_reference.h"
 #include "tests/expect_error.h"
 #include "tests/gradcheck.h"
 
@@ -34,19 +35,14 @@ namespace {
 using namespace mox;
 using namespace mox::nn;
 using mox::testing::expect_error;
+using mox::testing::heads_leaf;
+using mox::testing::max_abs_diff;
+using mox::testing::naive_attention;
 using mox::testing::gradcheck;
 using mox::testing::transposed_leaf;
 using mox::testing::uniform_leaf;
 using Names = std::vector<std::string>;
 using Inputs = std::vector<Tensor>;
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(a.shape(), b.shape());
-  std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
-  double m = 0;
-  for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
-  return m;
-}
 
 // The Linear behind a module pointer (the layers hold their projections as Modules).
 Linear& lin(const std::shared_ptr<Module>& m) { return dynamic_cast<Linear&>(*m); }
@@ -55,14 +51,6 @@ Names names_of(const NamedTensors& nt) {
   Names out;
   for (auto& [n, t] : nt) out.push_back(n);
   return out;
-}
-
-// The same values in a (B, H, T, D) leaf stored as (B, T, H, D): unit stride on D, not contiguous.
-Tensor heads_leaf(const Shape& bhtd, uint64_t seed) {
-  Tensor t = uniform_leaf({bhtd[0], bhtd[2], bhtd[1], bhtd[3]}, seed).detach();
-  Tensor v = raw::transpose(t, 1, 2);
-  v.set_requires_grad();
-  return v;
 }
 
 // ---- naive references from ordinary differentiable ops ----
@@ -81,19 +69,6 @@ Tensor naive_rms_norm(const Tensor& x, const Tensor& w, double eps) {
 // GPT-2's GELU: u/2·(1 + tanh(√(2/π)·(u + 0.044715·u³))).
 Tensor naive_gelu_tanh(const Tensor& u) {
   return 0.5 * u * (1.0 + tanh(0.7978845608028654 * (u + 0.044715 * u * u * u)));
-}
-
-// softmax(scale·q·kᵀ + mask)·v, mask −inf where key j > i + Tk − T.
-Tensor naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
-  const int64_t T = q.size(2), Tk = k.size(2);
-  Tensor s = matmul(q, k.transpose(-1, -2)) * scale;   // (B, H, T, Tk)
-  if (causal) {
-    std::vector<double> m(size_t(T * Tk));
-    for (int64_t i = 0; i < T; ++i)
-      for (int64_t j = 0; j < Tk; ++j) m[size_t(i * Tk + j)] = j > i + Tk - T ? -INFINITY : 0.0;
-    s = s + from_doubles(m, {T, Tk}, q.dtype());
-  }
-  return matmul(softmax(s, -1), v);
 }
 
 // Hugging Face Llama: x·cos + rotate_half(x)·sin, rotate_half(x) = cat(−x2, x1), angles

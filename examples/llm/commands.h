@@ -47,6 +47,7 @@ struct TrainOptions {
   bool detect_anomaly = false;      // autograd anomaly mode: the first NaN/inf names its op
   std::string dtype = "fp32";       // fp32 | fp16 | bf16 (examples/common/precision.h)
   optim::LossScalerConfig loss_scaler;   // fp16: DeepSpeed's dynamic loss scaler defaults
+  std::string attention = "auto";   // auto | fused | materialized (set_attention_kernel)
   // distill only (Mixture-of-Students): teacher checkpoint, KD weight β, temperature, and the
   // iteration after which the KD term is dropped (staged KD; -1 = never).
   std::string teacher;

@@ -99,6 +99,10 @@ void add_training_flags(CLI::App& c, TrainOptions& o) {
   c.add_flag("--detect-anomaly", o.detect_anomaly,
              "check every op's output and gradient; the first NaN/inf stops the run naming the op (slower)");
   examples::add_precision_flags(c, o.dtype, o.loss_scaler);
+  c.add_option("--attention", o.attention,
+               "attention kernel: fused (flash-style, O(T) memory) | materialized (keeps the T x T probabilities; "
+               "GEMM-based) | auto (fused on CUDA, materialized on the CPU)")
+      ->check(CLI::IsMember({"auto", "fused", "materialized"}));
   c.add_option("--metrics", o.metrics, "write JSON-lines metrics to this file")->check(examples::existing_parent_dir());
 }
 

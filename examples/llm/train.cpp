@@ -219,6 +219,7 @@ int run_train(const TrainOptions& opts) {
   set_num_threads(int(o.threads));
   manual_seed(o.seed);   // the routers' initialisation draws from the default generator
   autograd::set_anomaly_mode(o.detect_anomaly);
+  set_attention_kernel(parse_attention_kernel(o.attention));
   const bool distill = !o.teacher.empty();
   std::optional<Loaded> teacher;
   std::shared_ptr<const data::Tokenizer> tokenizer;
@@ -316,12 +317,13 @@ int run_train(const TrainOptions& opts) {
   }
   if (lead) {
     std::printf("mox-llm %s: %s, %lld params, %s; %lld train / %lld val tokens; batch %lld x %lld tokens, grad_accum %lld, "
-                "%lld iters, %s%s, %lld threads%s\n",
+                "%lld iters, %s%s, attention %s, %lld threads%s\n",
                 distill ? "distill" : "train", model.repr().c_str(), (long long)num_params,
                 ds->tokenizer().describe().c_str(), (long long)ds->size(data::Split::train),
                 (long long)ds->size(data::Split::val), (long long)o.batch_size, (long long)o.model.block_size,
                 (long long)o.grad_accum, (long long)o.max_iters, run_device.summary.c_str(),
-                o.dtype == "fp32" ? "" : (", " + o.dtype + " (fp32 master weights)").c_str(), (long long)o.threads,
+                o.dtype == "fp32" ? "" : (", " + o.dtype + " (fp32 master weights)").c_str(), o.attention.c_str(),
+                (long long)o.threads,
                 W > 1 ? str(" per rank; ", W, " ranks (", o.batch_size / W, " sequences each), ep_size ", o.ep_size,
                             num_params != model.num_parameters() ? str(" (", model.num_parameters(), " params per rank)") : "")
                             .c_str()

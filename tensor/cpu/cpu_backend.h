@@ -2,7 +2,8 @@
 //
 // Plain loops (OpenMP where it pays) and OpenBLAS for GEMM. Each op family's kernels live
 // in their own file under tensor/cpu/ (elementwise.cpp, reduce.cpp, gemm.cpp, conv.cpp,
-// index.cpp, random.cpp, optim.cpp, llm.cpp, ...); this header only declares the class.
+// index.cpp, random.cpp, optim.cpp, llm.cpp, fused_attention.cpp, ...); this header only
+// declares the class.
 #pragma once
 #include "tensor/backend.h"
 
@@ -69,6 +70,12 @@ class CpuBackend final : public Backend {
   void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
                           const Tensor* keep, const Tensor& gout, double scale, const Tensor& gq,
                           const Tensor& gk, const Tensor& gv) override;
+  void attention_fused(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                       const AttentionDropout& dropout, const Tensor& out, const Tensor& lse) override;
+  void attention_fused_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                                const Tensor& lse, const Tensor& gout, bool causal, double scale,
+                                const AttentionDropout& dropout, const Tensor& gq, const Tensor& gk,
+                                const Tensor& gv) override;
   void bias_gelu(const Tensor& x, const Tensor* b, const Tensor& y) override;
   void bias_gelu_backward(const Tensor& x, const Tensor* b, const Tensor& gy, const Tensor& gx,
                           const Tensor* gb) override;

@@ -8,7 +8,7 @@
 // per-thread scratch. Norm statistics accumulate in double; weight gradients are summed
 // from per-thread partials. f32 and f64 only (16-bit floats are an error: convert to f32).
 // Not here: shape checks (the front-ends in autograd/functions_llm.cpp), masks other than
-// causal, a flash-style tiled attention (T is small enough for the T×Tk scores to fit).
+// causal, the fused flash-style attention (fused_attention.cpp).
 #include <omp.h>
 
 #include <algorithm>

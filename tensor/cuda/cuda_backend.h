@@ -12,6 +12,7 @@
 //   gemm.cu        bmm through cuBLAS (strided-batched; TF32 only with MOX_ALLOW_TF32=1)
 //   conv.cu        conv2d (+ backward) through cuDNN; max_pool2d (+ backward) as exact custom kernels
 //   llm.cu         norm (+ backward), attention (+ backward), bias_gelu (+ backward), rotary
+//   fused_attention.cu  attention_fused (+ backward): flash-style kernels, no probabilities kept
 // Scalar math is shared with the CPU through MOX_HD functions (tensor/math.h, dtype.h).
 //
 // mox_cuda_backend() (runtime.cu) returns the backend only when the runtime sees a device:
@@ -85,6 +86,12 @@ class CudaBackend final : public Backend {
   void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
                           const Tensor* keep, const Tensor& gout, double scale, const Tensor& gq,
                           const Tensor& gk, const Tensor& gv) override;
+  void attention_fused(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                       const AttentionDropout& dropout, const Tensor& out, const Tensor& lse) override;
+  void attention_fused_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                                const Tensor& lse, const Tensor& gout, bool causal, double scale,
+                                const AttentionDropout& dropout, const Tensor& gq, const Tensor& gk,
+                                const Tensor& gv) override;
   void bias_gelu(const Tensor& x, const Tensor* b, const Tensor& y) override;
   void bias_gelu_backward(const Tensor& x, const Tensor* b, const Tensor& gy, const Tensor& gx,
                           const Tensor* gb) override;

@@ -12,8 +12,8 @@
 // last key) that writes the kept probabilities and the dropped-out weights, then weights·v;
 // backward: gv = wᵀ·gout, dp = gout·vᵀ (⊙ keep), ds = p ⊙ (dp − Σ p·dp), gq = s·ds·k,
 // gk = s·dsᵀ·q. q, k, v and the outputs are read and written through their strides (unit on
-// D), so head views of (B, T, H, D) memory need no copy. The T×Tk scores are materialised:
-// a fused flash-attention kernel (tiled, online softmax, no probs kept) is future work.
+// D), so head views of (B, T, H, D) memory need no copy. The T×Tk scores are materialised
+// here; the fused flash-style kernels (no probabilities kept) are in fused_attention.cu.
 // bias_gelu: elementwise with tensor/math.h's gelu_tanh (+ its derivative); gb = column
 // sums of gx. Rotary: cos/sin of every (position, pair) in double (angles reach thousands of
 // radians), then one thread per pair.
