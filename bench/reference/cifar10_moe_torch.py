@@ -11,7 +11,12 @@ E * sum(me * ce), added to the loss with --aux-loss-coef. Experts are deep copie
 Linear(84, 84); a list of MoE layers replaces fc3 and fc4 84->10 follows (no activation).
 
     /work/venv-torch/bin/python bench/reference/cifar10_moe_torch.py --data ../shared/data/cifar10 \
-        [--dense] [--min-capacity 0] [--test-batch-size 4] [--optimizer sgd|adam] [--seed 1]
+        [--dense] [--min-capacity 0] [--test-batch-size 4] [--optimizer sgd|adam|ds] [--seed 1]
+
+--optimizer ds is DeepSpeed's examples/cifar10 ds_config.json recipe as DeepSpeed runs it (and
+mox-cifar10 --config examples/cifar10/ds_config.json): AdamW (DeepSpeed's "Adam" with weight
+decay), lr 0.001, betas 0.8/0.999, eps 1e-8, weight decay 3e-7, WarmupLR (log warm-up from 0
+over 1000 steps: lr = 0.001 * log(step + 1) / log(1000)).
 
 Reads the official CIFAR-10 binary files. Not needed by `make test`.
 """
@@ -106,7 +111,7 @@ def main():
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--test-batch-size", type=int, default=4)
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "ds"], default="sgd")
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
@@ -116,8 +121,20 @@ def main():
     xtr, ytr = load_cifar(a.data, True)
     xte, yte = load_cifar(a.data, False)
     net = Net(None if a.dense else a.num_experts, a.min_capacity, a.capacity_factor, not a.no_rsample)
-    opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=0.9) if a.optimizer == "sgd" \
-        else torch.optim.Adam(net.parameters(), lr=a.lr)
+    if a.optimizer == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=0.9)
+    elif a.optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=a.lr)
+    else:
+        opt = torch.optim.AdamW(net.parameters(), lr=0.0, betas=(0.8, 0.999), eps=1e-8, weight_decay=3e-7)
+    warmup = 1000
+
+    def set_lr(step):   # DeepSpeed WarmupLR, warmup_type "log", before each step
+        if a.optimizer != "ds":
+            return
+        gamma = math.log(step + 1) / math.log(warmup) if step < warmup else 1.0
+        for g in opt.param_groups:
+            g["lr"] = 0.001 * gamma
     step, running, dropped, seen = 0, 0.0, 0, 0
     for epoch in range(a.epochs):
         net.train()
@@ -128,6 +145,7 @@ def main():
             loss = F.cross_entropy(out, ytr[idx])
             opt.zero_grad()
             (loss + a.aux_loss_coef * l_aux).backward()
+            set_lr(step)
             opt.step()
             step, running, dropped, seen = step + 1, running + loss.item(), dropped + d, seen + len(idx)
             if step % 2000 == 0:
