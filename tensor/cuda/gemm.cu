@@ -134,6 +134,18 @@ void CudaBackend::grouped_gemm(const std::vector<Tensor>& a, const std::vector<T
                                bool accumulate) {
   if (out.empty()) return;
   const DType dtype = out[0].dtype();
+  cudaDataType_t type = CUDA_R_64F;   // f64 goes through cublasDgemmGroupedBatched
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  switch (dtype) {
+    case DType::f64: break;
+    case DType::f32:
+      type = CUDA_R_32F;
+      if (cuda::allow_tf32()) compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+      break;
+    case DType::f16: type = CUDA_R_16F; break;
+    case DType::bf16: type = CUDA_R_16BF; break;
+    default: MOX_FAIL("grouped matmul on CUDA needs a floating dtype (f32, f64, f16, bf16), got ", dtype);
+  }
   // Per problem, in cuBLAS's column-major terms (as cuda::gemm): Cᵀ(N, M) = op(B)ᵀ · op(A)ᵀ,
   // so the first operand is b[g] and the second a[g].
   std::vector<cublasOperation_t> op_first, op_second;
@@ -181,17 +193,6 @@ void CudaBackend::grouped_gemm(const std::vector<Tensor>& a, const std::vector<T
         reinterpret_cast<const double* const*>(d_second), ld_second.data(), beta.data(),
         reinterpret_cast<double* const*>(d_c), ldc.data(), P, group_size.data()));
     return;
-  }
-  cudaDataType_t type;
-  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
-  switch (dtype) {
-    case DType::f32:
-      type = CUDA_R_32F;
-      if (cuda::allow_tf32()) compute = CUBLAS_COMPUTE_32F_FAST_TF32;
-      break;
-    case DType::f16: type = CUDA_R_16F; break;
-    case DType::bf16: type = CUDA_R_16BF; break;
-    default: MOX_FAIL("grouped matmul on CUDA needs a floating dtype (f32, f64, f16, bf16), got ", dtype);
   }
   const std::vector<float> alpha(size_t(P), 1.0f), beta(size_t(P), accumulate ? 1.0f : 0.0f);   // f32 scale type
   CUBLAS_CHECK(cublasGemmGroupedBatchedEx(cuda::cublas(), op_first.data(), op_second.data(), m.data(), n.data(),
