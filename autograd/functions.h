@@ -86,6 +86,13 @@ Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 Tensor matmul(const Tensor& a, const Tensor& b);
 // x (..., in) @ w(out, in)^T + b(out): the Linear layer's function.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+// G Linears over consecutive row groups of x, as one graph node (an MoE layer's experts;
+// autograd/functions_grouped.cpp): x (N, in) split into groups of counts[g] rows (Σ = N, empty
+// groups allowed), weights[g] (out, in), biases empty or one (out) per group → (N, out) whose
+// group-g rows are x_g·W_gᵀ + b_g, equal to linear() per group (bit for bit on the CPU). A group
+// without rows gives its weight and bias no gradient. Mismatches name the group and the shapes.
+Tensor grouped_linear(const Tensor& x, const std::vector<int64_t>& counts, const std::vector<Tensor>& weights,
+                      const std::vector<Tensor>& biases = {});
 
 // ---- convolution and pooling (NCHW) ----
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(),

@@ -2,7 +2,7 @@
 // process, its throughput printed as the last line "result <value> <unit>".
 //
 //   build/bin/mox-workloads NAME [--seconds S] [--warmup N] [--threads N]
-//                                [--capacity-factor F | --dropless]   (moe_layer only)
+//                                [--capacity-factor F | --dropless] [--per-expert]   (moe_layer only)
 //
 // Every workload has a twin of the same name in bench/torch_workloads.py that does the same
 // work in PyTorch (same shapes, initialisation scheme, optimizer and hyper-parameters); the
@@ -12,7 +12,9 @@
 // sides (data loading is not what is compared).
 //
 // What it is not: a statistics harness — repetitions, interleaving with PyTorch, medians and
-// peak RSS are compare.py's job; this program runs one workload once.
+// peak RSS are compare.py's job; this program runs one workload once. --per-expert runs the
+// MoE layer's experts module by module instead of as grouped GEMMs (MoEConfig::grouped_gemm),
+// the A/B of moe/README.md.
 #include <immintrin.h>
 #include <omp.h>
 
@@ -49,6 +51,7 @@ struct Args {
   int threads = 2;
   double capacity_factor = 1.0;   // moe_layer
   bool dropless = false;          // moe_layer
+  bool per_expert = false;        // moe_layer: MoEConfig::grouped_gemm = false
 };
 
 // One step of a workload and the units (images, tokens, FLOPs, ...) it processes.
@@ -275,6 +278,7 @@ Workload moe_layer(const Args& a) {
   cfg.gate.top2_2nd_expert_sampling = false;
   cfg.gate.drop_tokens = !a.dropless;
   cfg.gate.capacity_factor = a.capacity_factor;
+  cfg.grouped_gemm = !a.per_expert;
   auto layer = std::make_shared<moe::MoE>(kHidden, [] { return ffn(kFfn); }, cfg);
   Workload w = layer_fwd_bwd(layer);
   w.note = [layer] {
@@ -324,7 +328,7 @@ Workload make_workload(const Args& a) {
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr, "mox-workloads: %s\nusage: mox-workloads NAME [--seconds S] [--warmup N] [--threads N] "
-                       "[--capacity-factor F | --dropless]\nworkloads:\n", why.c_str());
+                       "[--capacity-factor F | --dropless] [--per-expert]\nworkloads:\n", why.c_str());
   for (const Entry& e : kWorkloads) std::fprintf(stderr, "  %-18s %s\n", e.name, e.what);
   std::exit(2);
 }
@@ -345,8 +349,8 @@ Args parse(int argc, char** argv) {
   if (!known) usage("unknown workload '" + a.name + "'");
   for (int i = 2; i < argc; ++i) {
     const std::string f = argv[i];
-    if (f == "--dropless") {
-      a.dropless = true;
+    if (f == "--dropless" || f == "--per-expert") {
+      (f == "--dropless" ? a.dropless : a.per_expert) = true;
       continue;
     }
     if (i + 1 >= argc) usage(f + " needs a value");
@@ -357,8 +361,8 @@ Args parse(int argc, char** argv) {
     else if (f == "--capacity-factor") a.capacity_factor = number(f, v);
     else usage("unknown flag '" + f + "'");
   }
-  if ((a.dropless || a.capacity_factor != 1.0) && a.name != "moe_layer")
-    usage("--capacity-factor and --dropless apply to moe_layer only");
+  if ((a.dropless || a.per_expert || a.capacity_factor != 1.0) && a.name != "moe_layer")
+    usage("--capacity-factor, --dropless and --per-expert apply to moe_layer only");
   return a;
 }
 

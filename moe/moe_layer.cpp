@@ -1,10 +1,11 @@
-// moe_layer.cpp — MoE forward: gate, gather kept rows, run the experts (locally or across the
-// expert-parallel group), weight, index_add back.
+// moe_layer.cpp — MoE forward: gate, gather kept rows, run the experts (grouped or one by one,
+// locally or across the expert-parallel group), weight, index_add back.
 #include "moe/moe_layer.h"
 
 #include "dist/functional.h"
 #include "dist/groups.h"
 #include "dist/world.h"
+#include "moe/grouped_experts.h"
 
 namespace mox::moe {
 
@@ -38,30 +39,34 @@ std::string MoE::repr() const {
              ", ep_size=", cfg_.ep_size, cfg_.use_residual ? ", residual" : "", ")");
 }
 
-Tensor MoE::run_local_experts(const Tensor& x, const std::vector<Tensor>& rows_of) {
-  std::vector<Tensor> ys;   // each (n_i, M)
-  for (int64_t i = 0; i < experts->size(); ++i) {
-    const int64_t n = rows_of[size_t(i)].numel();
-    if (n == 0) continue;
-    Tensor y = (*experts)[i].forward(index_select(x, 0, rows_of[size_t(i)]));
-    MOX_CHECK(y.dim() == 2 && y.size(0) == n && y.size(1) == hidden_, "MoE: expert ", global_expert_id(i), " mapped ",
-              n, " rows of hidden=", hidden_, " to ", describe(y), "; experts must map (n, hidden) → (n, hidden)");
-    ys.push_back(y);
+Tensor MoE::run_local_experts(const Tensor& x, const Tensor& rows, const std::vector<int64_t>& counts) {
+  Tensor y;   // (Σ counts, M)
+  std::optional<GroupedExperts> grouped = cfg_.grouped_gemm ? GroupedExperts::recognise(*experts) : std::nullopt;
+  if (grouped) {
+    y = grouped->forward(index_select(x, 0, rows), counts);
+  } else {
+    std::vector<Tensor> ys;   // each (n_i, M)
+    int64_t off = 0;
+    for (int64_t i = 0; i < experts->size(); ++i) {
+      const int64_t n = counts[size_t(i)];
+      if (n == 0) continue;
+      ys.push_back((*experts)[i].forward(index_select(x, 0, raw::narrow(rows, 0, off, n))));
+      off += n;
+      MOX_CHECK(ys.back().dim() == 2 && ys.back().size(0) == n, "MoE: expert ", global_expert_id(i), " mapped ", n,
+                " rows of hidden=", hidden_, " to ", describe(ys.back()),
+                "; experts must map (n, hidden) → (n, hidden)");
+    }
+    if (ys.empty()) return x.narrow(0, 0, 0);   // (0, M), still on x's graph
+    y = ys.size() == 1 ? ys[0] : cat(ys, 0);
   }
-  if (ys.empty()) return x.narrow(0, 0, 0);   // (0, M), still on x's graph
-  return ys.size() == 1 ? ys[0] : cat(ys, 0);
+  MOX_CHECK(y.dim() == 2 && y.size(0) == rows.numel() && y.size(1) == hidden_, "MoE: the experts mapped ",
+            rows.numel(), " rows of hidden=", hidden_, " to ", describe(y), "; experts must map (n, hidden) → (n, hidden)");
+  return y;
 }
 
 // One process holds every expert: expert e's tokens are g.token[off_e, off_e + kept_e).
 Tensor MoE::experts_forward(const Tensor& xs, const GateOutput& g) {
-  std::vector<Tensor> rows_of;
-  int64_t off = 0;
-  for (int64_t e = 0; e < experts->size(); ++e) {
-    const int64_t n = g.kept_per_expert[size_t(e)];
-    rows_of.push_back(raw::narrow(g.token, 0, off, n));
-    off += n;
-  }
-  return run_local_experts(xs, rows_of);
+  return run_local_experts(xs, g.token, g.kept_per_expert);
 }
 
 // Expert parallel: xin (N, M) is sorted by global expert, hence by owning rank.
@@ -79,19 +84,21 @@ Tensor MoE::experts_forward_parallel(const Tensor& xin, const GateOutput& g) {
   Tensor xr = dist::all_to_all(ep_group_, xin, send, recv);   // (R, M): by peer, then local expert
 
   // Row indices of each local expert in xr, and where each of them sits in expert order.
-  std::vector<std::vector<int64_t>> rows(static_cast<size_t>(El));
+  std::vector<std::vector<int64_t>> rows_of(static_cast<size_t>(El));
   int64_t r = 0;
   for (int q = 0; q < p; ++q)
     for (int64_t i = 0; i < El; ++i)
-      for (int64_t j = 0; j < from[size_t(q * El + i)]; ++j) rows[size_t(i)].push_back(r++);
-  std::vector<Tensor> rows_of;
+      for (int64_t j = 0; j < from[size_t(q * El + i)]; ++j) rows_of[size_t(i)].push_back(r++);
+  std::vector<int64_t> rows, counts;   // rows of xr in expert order; rows per local expert
   std::vector<int64_t> back(static_cast<size_t>(r));   // back[row of xr] = its position in expert order
-  int64_t pos = 0;
   for (int64_t i = 0; i < El; ++i) {
-    for (int64_t row : rows[size_t(i)]) back[size_t(row)] = pos++;
-    rows_of.push_back(from_vector(rows[size_t(i)], {int64_t(rows[size_t(i)].size())}, xr.device()));
+    for (int64_t row : rows_of[size_t(i)]) {
+      back[size_t(row)] = int64_t(rows.size());
+      rows.push_back(row);
+    }
+    counts.push_back(int64_t(rows_of[size_t(i)].size()));
   }
-  Tensor ye = run_local_experts(xr, rows_of);                                  // (R, M) in expert order
+  Tensor ye = run_local_experts(xr, from_vector(rows, {r}, xr.device()), counts);   // (R, M) in expert order
   Tensor yr = r == 0 ? ye : index_select(ye, 0, from_vector(back, {r}, xr.device()));    // (R, M) in xr's order
   return dist::all_to_all(ep_group_, yr, recv, send);                          // (N, M) in xin's order
 }

@@ -3,7 +3,9 @@
 // forward_moe(x): x (..., hidden) is flattened to S tokens; the gate returns the kept
 // (token, expert, slot, weight) assignments sorted by expert; each expert runs on its rows
 // gathered with index_select, its output is scaled by the combine weights, and all rows are
-// index_add-ed back into an (S, hidden) zero tensor. Every step is a differentiable op, so
+// index_add-ed back into an (S, hidden) zero tensor. Experts of a recognised type (Linear, Mlp,
+// Sequential of Linears and activations; grouped_experts.h) run together instead: one
+// index_select of all kept rows, then one grouped GEMM per Linear position. Every step is a differentiable op, so
 // backward reaches the input, the expert weights and the router. A token none of whose
 // assignments was kept contributes zero (as in DeepSpeed). With use_residual (PR-MoE):
 // y = a0·MoE(x) + a1·MLP(x), [a0, a1] = softmax(Linear(hidden, 2)(x)).
@@ -33,6 +35,10 @@ struct MoEConfig {
   GateConfig gate;            // num_experts, k, capacity factors, noise, drop policy, ...
   int64_t ep_size = 1;        // expert-parallel size p: experts spread over p ranks (needs dist::init())
   bool use_residual = false;  // PR-MoE
+  // Run recognised experts (Linear, Mlp, Sequential of Linears and activations: grouped_experts.h)
+  // as grouped GEMMs over all their rows at once; false: always each expert module on its rows
+  // (the reference the tests and `mox-workloads moe_layer --per-expert` compare against).
+  bool grouped_gemm = true;
 };
 
 struct MoEOutput {
@@ -69,9 +75,10 @@ class MoE : public nn::Module {
   std::shared_ptr<nn::Linear> coefficient;   // Linear(hidden, 2) (use_residual only)
 
  private:
-  // Runs local expert i on rows rows_of[i] of x (n_i, hidden); returns their outputs stacked in
-  // expert order (Σ n_i, hidden), or an empty slice of x when no expert has rows.
-  Tensor run_local_experts(const Tensor& x, const std::vector<Tensor>& rows_of);
+  // Runs local expert i on the counts[i] rows of x listed in rows (Σ counts, i64) after those of
+  // expert i − 1; returns their outputs in that order (Σ counts, hidden). Grouped when the
+  // experts allow it (grouped_experts.h), else module by module.
+  Tensor run_local_experts(const Tensor& x, const Tensor& rows, const std::vector<int64_t>& counts);
   // The expert outputs (N, hidden) of the kept assignments, in g's (expert, slot) order:
   // from the tokens xs (S, hidden) when this process holds every expert, or from the kept
   // rows xin (N, hidden) exchanged over the expert-parallel group.

@@ -28,6 +28,7 @@ class Mlp : public Module {
   int64_t n_embd, hidden;
   double dropout_p;
   std::shared_ptr<Module> c_fc, c_proj;   // Linear(n_embd, hidden), Linear(hidden, n_embd)
+  Generator* generator() const { return gen_; }   // the dropout masks' (null: the default generator)
 
  private:
   Generator* gen_;

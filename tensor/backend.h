@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "tensor/attention_math.h"
 #include "tensor/tensor.h"
@@ -94,6 +95,15 @@ class Backend {
   // of them (so a transposed view needs no copy); batch strides arbitrary (0 = broadcast).
   // out contiguous. If accumulate, out += a@b instead of out = a@b.
   virtual void bmm(const Tensor& a, const Tensor& b, const Tensor& out, bool accumulate) = 0;
+  // Grouped GEMM (the experts of an MoE layer in one call): out[g] = a[g] @ b[g] for every g,
+  // each problem with its own (M_g, K_g, N_g): a[g] (M_g, K_g), b[g] (K_g, N_g), out[g]
+  // (M_g, N_g). a[g], b[g] follow bmm's stride rule (a unit stride in one dim); out[g] is
+  // contiguous (rows of a contiguous tensor or a whole matrix); all share a dtype and device.
+  // Problems with M_g or N_g = 0 are skipped; K_g = 0 writes zeros (nothing when accumulating).
+  // If accumulate, out[g] += a[g]@b[g]. The front-end (autograd grouped_linear) builds the
+  // forward x_g·W_gᵀ, dX_g = dY_g·W_g and dW_g = dY_gᵀ·X_g from views of x, W_g and dY.
+  virtual void grouped_gemm(const std::vector<Tensor>& a, const std::vector<Tensor>& b,
+                            const std::vector<Tensor>& out, bool accumulate) = 0;
 
   // ---- convolution and pooling (NCHW, contiguous) ----
   virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p,

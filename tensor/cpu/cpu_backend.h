@@ -36,6 +36,8 @@ class CpuBackend final : public Backend {
   void cumsum(const Tensor& x, int dim, const Tensor& out) override;
 
   void bmm(const Tensor& a, const Tensor& b, const Tensor& out, bool accumulate) override;
+  void grouped_gemm(const std::vector<Tensor>& a, const std::vector<Tensor>& b, const std::vector<Tensor>& out,
+                    bool accumulate) override;
 
   void conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p,
               const Tensor& out) override;

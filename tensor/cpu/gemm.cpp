@@ -1,5 +1,11 @@
-// gemm.cpp — CPU batched matrix multiply through cpu::gemm (tensor/cpu/blas.h: oneDNN or
-// OpenBLAS, f32/f64); 16-bit floats are widened to f32 first (a reference path, not a fast one).
+// gemm.cpp — CPU batched and grouped matrix multiply through cpu::gemm (tensor/cpu/blas.h:
+// oneDNN or OpenBLAS, f32/f64); 16-bit floats are widened to f32 first (a reference path, not a
+// fast one).
+//
+// grouped_gemm is a loop of one-matrix bmm calls, one per non-empty problem, in group order: the
+// very GEMM (library, shape, flags, threads) that a Linear over that group's rows runs, so it
+// is bit-identical to per-group linear(). Neither BLAS library has a grouped entry point; the
+// gain on the CPU is the one graph node and the absent cat/index copies around it (moe/README.md).
 //
 // Each operand's last two dims must have a unit stride in one of them (the front-end
 // guarantees it), which maps to a BLAS transpose flag and leading dimension with no copy.
@@ -55,6 +61,14 @@ void CpuBackend::bmm(const Tensor& a, const Tensor& b, const Tensor& out, bool a
                   cp + i * M * N, N);
     }
   });
+}
+
+void CpuBackend::grouped_gemm(const std::vector<Tensor>& a, const std::vector<Tensor>& b, const std::vector<Tensor>& out,
+                              bool accumulate) {
+  for (size_t g = 0; g < out.size(); ++g) {
+    if (out[g].numel() == 0) continue;   // M_g or N_g = 0
+    bmm(raw::unsqueeze(a[g], 0), raw::unsqueeze(b[g], 0), raw::unsqueeze(out[g], 0), accumulate);
+  }
 }
 
 }  // namespace mox

@@ -9,7 +9,7 @@
 //   index.cu       gather, scatter_add, index_select, index_add, topk, argsort
 //   random.cu      uniform, normal (Philox, the same numbers as the CPU for a seed and offset)
 //   optim.cu       fused SGD and Adam/AdamW updates (tensor/optim_math.h, shared with the CPU)
-//   gemm.cu        bmm through cuBLAS (strided-batched; TF32 only with MOX_ALLOW_TF32=1)
+//   gemm.cu        bmm, grouped_gemm through cuBLAS (strided-batched, grouped; TF32 only with MOX_ALLOW_TF32=1)
 //   conv.cu        conv2d (+ backward) through cuDNN; max_pool2d (+ backward) as exact custom kernels
 //   llm.cu         norm (+ backward), attention (+ backward), bias_gelu (+ backward), rotary
 //   fused_attention.cu  attention_fused (+ backward): flash-style kernels, no probabilities kept
@@ -52,6 +52,8 @@ class CudaBackend final : public Backend {
   void cumsum(const Tensor& x, int dim, const Tensor& out) override;
 
   void bmm(const Tensor& a, const Tensor& b, const Tensor& out, bool accumulate) override;
+  void grouped_gemm(const std::vector<Tensor>& a, const std::vector<Tensor>& b, const std::vector<Tensor>& out,
+                    bool accumulate) override;
 
   void conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p,
               const Tensor& out) override;

@@ -9,7 +9,13 @@
 // transpose flag (a row-major matrix is its transpose in column-major order).
 // Precision: f32 with CUBLAS_COMPUTE_32F (no TF32 unless MOX_ALLOW_TF32=1), f64, f16/bf16 on
 // tensor cores with f32 accumulation and no reduced-precision split-K reductions.
-// What it is not: cuBLASLt epilogues (bias/GELU fusion), grouped GEMM for dropless MoE.
+// grouped_gemm: G products of different shapes (an MoE layer's experts over their row groups)
+// in one cublasGemmGroupedBatchedEx call (cublasDgemmGroupedBatched for f64), each problem a
+// cuBLAS group of size 1 with the same column-major swap; the pointer arrays go to the device
+// through stream-ordered scratch, the shapes and scalars stay on the host. Same precision policy
+// as bmm (TF32 per MOX_ALLOW_TF32; 16-bit with f32 compute).
+// What it is not: cuBLASLt epilogues (bias/GELU fusion); a device-side grouped GEMM whose group
+// sizes never visit the host (the MoE gate's counts are host integers already).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -122,6 +128,77 @@ void CudaBackend::bmm(const Tensor& a, const Tensor& b, const Tensor& out, bool 
   const Layout lb = layout(K, N, b.stride(1), b.stride(2));
   cuda::gemm(a.dtype(), la.trans, lb.trans, M, N, K, 1.0, a.raw_data(), la.ld, a.stride(0), b.raw_data(), lb.ld,
              b.stride(0), accumulate ? 1.0 : 0.0, out.raw_data(), N, M * N, B);
+}
+
+void CudaBackend::grouped_gemm(const std::vector<Tensor>& a, const std::vector<Tensor>& b, const std::vector<Tensor>& out,
+                               bool accumulate) {
+  if (out.empty()) return;
+  const DType dtype = out[0].dtype();
+  cudaDataType_t type = CUDA_R_64F;   // f64 goes through cublasDgemmGroupedBatched
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  switch (dtype) {
+    case DType::f64: break;
+    case DType::f32:
+      type = CUDA_R_32F;
+      if (cuda::allow_tf32()) compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+      break;
+    case DType::f16: type = CUDA_R_16F; break;
+    case DType::bf16: type = CUDA_R_16BF; break;
+    default: MOX_FAIL("grouped matmul on CUDA needs a floating dtype (f32, f64, f16, bf16), got ", dtype);
+  }
+  // Per problem, in cuBLAS's column-major terms (as cuda::gemm): Cᵀ(N, M) = op(B)ᵀ · op(A)ᵀ,
+  // so the first operand is b[g] and the second a[g].
+  std::vector<cublasOperation_t> op_first, op_second;
+  std::vector<int> m, n, k, ld_first, ld_second, ldc;
+  std::vector<const void*> first, second, c;   // matrix pointers
+  for (size_t g = 0; g < out.size(); ++g) {
+    const int64_t M = out[g].size(0), N = out[g].size(1), K = a[g].size(1);
+    if (M == 0 || N == 0) continue;
+    if (K == 0) {   // an empty sum: zeros, or out[g] unchanged when accumulating
+      if (!accumulate) CUDA_CHECK(cudaMemsetAsync(out[g].raw_data(), 0, out[g].nbytes(), cuda::stream()));
+      continue;
+    }
+    const Layout la = layout(M, K, a[g].stride(0), a[g].stride(1));
+    const Layout lb = layout(K, N, b[g].stride(0), b[g].stride(1));
+    op_first.push_back(lb.trans ? CUBLAS_OP_T : CUBLAS_OP_N);
+    op_second.push_back(la.trans ? CUBLAS_OP_T : CUBLAS_OP_N);
+    m.push_back(cuda::as_int(N, "N"));
+    n.push_back(cuda::as_int(M, "M"));
+    k.push_back(cuda::as_int(K, "K"));
+    ld_first.push_back(cuda::as_int(lb.ld, "ldb"));
+    ld_second.push_back(cuda::as_int(la.ld, "lda"));
+    ldc.push_back(cuda::as_int(out[g].stride(0), "ldc"));
+    first.push_back(b[g].raw_data());
+    second.push_back(a[g].raw_data());
+    c.push_back(out[g].raw_data());
+  }
+  const int P = int(c.size());
+  if (P == 0) return;
+  // The matrix pointer arrays must be in device memory; the copy reads the host vector before
+  // cudaMemcpyAsync returns (pageable source), and the scratch is freed in stream order.
+  std::vector<const void*> ptrs = first;   // [first operands | second operands | outputs]
+  ptrs.insert(ptrs.end(), second.begin(), second.end());
+  ptrs.insert(ptrs.end(), c.begin(), c.end());
+  cuda::Scratch dev(ptrs.size() * sizeof(void*));
+  CUDA_CHECK(cudaMemcpyAsync(dev.p, ptrs.data(), ptrs.size() * sizeof(void*), cudaMemcpyHostToDevice, cuda::stream()));
+  const void* const* d_first = dev.as<const void*>();
+  const void* const* d_second = d_first + P;
+  void* const* d_c = dev.as<void*>() + 2 * P;
+  const std::vector<int> group_size(size_t(P), 1);
+  if (dtype == DType::f64) {
+    const std::vector<double> alpha(size_t(P), 1.0), beta(size_t(P), accumulate ? 1.0 : 0.0);
+    CUBLAS_CHECK(cublasDgemmGroupedBatched(
+        cuda::cublas(), op_first.data(), op_second.data(), m.data(), n.data(), k.data(), alpha.data(),
+        reinterpret_cast<const double* const*>(d_first), ld_first.data(),
+        reinterpret_cast<const double* const*>(d_second), ld_second.data(), beta.data(),
+        reinterpret_cast<double* const*>(d_c), ldc.data(), P, group_size.data()));
+    return;
+  }
+  const std::vector<float> alpha(size_t(P), 1.0f), beta(size_t(P), accumulate ? 1.0f : 0.0f);   // f32 scale type
+  CUBLAS_CHECK(cublasGemmGroupedBatchedEx(cuda::cublas(), op_first.data(), op_second.data(), m.data(), n.data(),
+                                          k.data(), alpha.data(), d_first, type, ld_first.data(), d_second, type,
+                                          ld_second.data(), beta.data(), d_c, type, ldc.data(), P, group_size.data(),
+                                          compute));
 }
 
 }  // namespace mox

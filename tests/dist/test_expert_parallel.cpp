@@ -5,7 +5,8 @@
 // different number of tokens on every rank.
 //
 // The reference on each rank is an ep_size=1 layer holding all E experts with the same weights,
-// run on that rank's tokens. An expert-parallel expert sees the tokens of its whole
+// run on that rank's tokens, expert by expert (MoEConfig::grouped_gemm = false), so the
+// expert-parallel layer's grouped experts (moe/grouped_experts.h) are checked against it too. An expert-parallel expert sees the tokens of its whole
 // expert-parallel group, so its gradient is compared with the reference gradients summed over
 // that group; everything else (output, input and router gradients) is per rank.
 #include <gtest/gtest.h>
@@ -99,7 +100,9 @@ double max_rel_err(const Tensor& a, const Tensor& b) {
 void check_case(const Case& c, int p) {
   SCOPED_TRACE(name_of(c, p));
   const int r = world().rank();
-  MoE ref(kHidden, make_expert, config(c, 1));
+  MoEConfig per_expert = config(c, 1);
+  per_expert.grouped_gemm = false;
+  MoE ref(kHidden, make_expert, per_expert);
   MoE ep(kHidden, make_expert, config(c, p));
   ref.to(DType::f64);
   ep.to(DType::f64);
