@@ -5,14 +5,18 @@
 // values already computed), with no libm call, so GCC vectorises the loop that calls it
 // (-O3 -march=native: AVX-512 / AVX2). Accuracy against a double-precision reference, over
 // every f32 with 1e-6 ≤ |x| ≤ 10 (tests/test_vector_math.cpp checks a dense sweep):
-// |gelu − exact| ≤ 1.2e-7 and |gelu' − exact| ≤ 1.5e-7, times max(1, |x|), about 1 ulp (with
-// FMA contraction). NaN in gives NaN out; gelu(+inf) = +inf, gelu(−inf) = −0,
+// |gelu − exact| ≤ 1.2e-7 and |gelu' − exact| ≤ 1.5e-7, times max(1, |x|), about 1 ulp.
+// Every multiply-add is an explicit std::fma (one instruction under -march=native and
+// -fno-math-errno, which tensor/cpu/ is built with): left to FP contraction, GCC fused the
+// vectorised loop body's and not the scalar remainder's, so an element's value depended on
+// where in the buffer it sat (16 % of gelu' values differed between the two). NaN in gives NaN out; gelu(+inf) = +inf, gelu(−inf) = −0,
 // gelu'(±inf) = 1 / 0; large |x| gives x or −0 (and 1 or 0), never NaN.
 //
 // Not here: f64 (the float64 gradchecks keep libm's erf/exp, tensor/math.h), the CUDA
 // kernels (they use tensor/math.h with CUDA's erff), the tanh-approximation GELU (the fused
 // bias_gelu in llm.cpp), and general-purpose exp/erf over the whole float range.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -27,15 +31,15 @@ namespace mox::cpu::vm {
 MOX_VM_INLINE float exp_nonpositive(float x) {
   const float xc = x > -87.3f ? x : -87.3f;   // NaN too becomes finite: the int cast below is defined
   // n = round(xc/ln2) by the 1.5·2²³ trick (std::floor would not vectorise).
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;   // xc − n·ln2 in two steps
+  const float n = std::fma(xc, 1.44269504088896341f, 12582912.0f) - 12582912.0f;
+  const float r = std::fma(n, 2.12194440e-4f, std::fma(-n, 0.693359375f, xc));   // xc − n·ln2 in two steps
   float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  p = std::fma(p * r, r, r) + 1.0f;
   const uint32_t bits = uint32_t(int32_t(n) + 127) << 23;   // 2^n, n ≥ −126
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
@@ -57,23 +61,23 @@ MOX_VM_INLINE float normal_cdf(float x) {
   // |z| < 0.921875: Φ = 1/2 + h + h·P(z²), h = z/2.
   const float s = z * z;
   float p = -5.834971671e-4f;
-  p = p * s + 4.956400953e-3f;
-  p = p * s + -2.673498169e-2f;
-  p = p * s + 1.128062159e-1f;
-  p = p * s + -3.761230707e-1f;
-  p = p * s + 1.283790618e-1f;
+  p = std::fma(p, s, 4.956400953e-3f);
+  p = std::fma(p, s, -2.673498169e-2f);
+  p = std::fma(p, s, 1.128062159e-1f);
+  p = std::fma(p, s, -3.761230707e-1f);
+  p = std::fma(p, s, 1.283790618e-1f);
   const float h = 0.5f * z;
-  const float inner = 0.5f + (h + h * p);
+  const float inner = 0.5f + std::fma(h, p, h);
   // |z| ≥ 0.921875: e = erfc(a), Φ = 1 − e/2 for z > 0, e/2 for z < 0.
   const float ac = a < 4.0f ? a : 4.0f;   // keeps inf out of the polynomial
   float q = 1.650892045e-05f;
-  q = q * ac + -3.724143608e-04f;
-  q = q * ac + 3.826420521e-03f;
-  q = q * ac + -2.410363406e-02f;
-  q = q * ac + 1.065680981e-01f;
-  q = q * ac + 6.349951625e-01f;
-  q = q * ac + 1.286754459e-01f;
-  const float e = a < 4.0f ? exp_nonpositive(-(ac + ac * q)) : 0.0f;
+  q = std::fma(q, ac, -3.724143608e-04f);
+  q = std::fma(q, ac, 3.826420521e-03f);
+  q = std::fma(q, ac, -2.410363406e-02f);
+  q = std::fma(q, ac, 1.065680981e-01f);
+  q = std::fma(q, ac, 6.349951625e-01f);
+  q = std::fma(q, ac, 1.286754459e-01f);
+  const float e = a < 4.0f ? exp_nonpositive(-std::fma(ac, q, ac)) : 0.0f;
   const float half_e = 0.5f * e;
   const float outer = z > 0.0f ? 1.0f - half_e : half_e;
   const float cdf = a < 0.921875f ? inner : outer;
@@ -91,7 +95,7 @@ MOX_VM_INLINE float gelu(float x) {
 MOX_VM_INLINE float gelu_grad(float x) {
   const float xc = x < -16.0f ? -16.0f : x > 16.0f ? 16.0f : x;
   const float pdf = exp_nonpositive(-0.5f * xc * xc) * 0.39894228040143267794f;
-  return xc * pdf + normal_cdf(x);
+  return std::fma(xc, pdf, normal_cdf(x));
 }
 
 #undef MOX_VM_INLINE
