@@ -137,12 +137,13 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     std::optional<double> scale = std::nullopt, double dropout_p = 0.0,
                                     Generator* gen = nullptr);
 // Which kernel attention (the op above and causal_self_attention_qkv) runs, process-wide:
-// materialized keeps the (B, H, T, Tk) probabilities for backward (O(T²) memory; GEMM-based,
-// the fastest on the CPU at short contexts); fused keeps (B, H, T) log-sum-exps and
-// recomputes the probabilities in backward (flash-style, O(T) memory; on CUDA head dims up
-// to kCudaFusedAttentionMaxHeadDim = 128); automatic (the default) is fused on CUDA where the
-// head dim allows, materialized otherwise. Both give the same result up to rounding and draw
-// the same dropout mask from the same generator counters.
+// materialized keeps the (B, H, T, Tk) probabilities for backward (O(T²) memory); fused keeps
+// (B, H, T) log-sum-exps and recomputes the probabilities in backward (flash-style, O(T)
+// memory; on CUDA head dims up to kCudaFusedAttentionMaxHeadDim = 128). automatic (the
+// default): fused on CUDA where the head dim allows; on the CPU fused from
+// kCpuFusedAttentionMinKeys = 512 keys on, materialized below (slightly faster there).
+// Both give the same result up to rounding and draw the same dropout mask from the same
+// generator counters.
 enum class AttentionKernel { automatic, fused, materialized };
 void set_attention_kernel(AttentionKernel kernel);
 AttentionKernel attention_kernel();

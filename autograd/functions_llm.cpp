@@ -175,13 +175,13 @@ struct AttentionForward {
   AttentionDropout dropout;   // fused: the draw the kernels repeat in backward
 };
 
-bool use_fused(const Tensor& q) {
+bool use_fused(const Tensor& q, const Tensor& k) {
   switch (g_attention_kernel.load()) {
     case AttentionKernel::fused: return true;
     case AttentionKernel::materialized: return false;
     case AttentionKernel::automatic: break;
   }
-  return q.device().is_cuda() && q.size(3) <= kCudaFusedAttentionMaxHeadDim;
+  return q.device().is_cuda() ? q.size(3) <= kCudaFusedAttentionMaxHeadDim : k.size(2) >= kCpuFusedAttentionMinKeys;
 }
 
 // 1/(1 − p) as the dtype holds it: the multiplier dropout() (and the materialised mask) applies.
@@ -200,7 +200,7 @@ AttentionForward attention_forward(const Tensor& q, const Tensor& k, const Tenso
                                    double dropout_p, Generator* gen, bool for_backward) {
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), Tk = k.size(2);
   AttentionForward f;
-  f.fused = use_fused(q);
+  f.fused = use_fused(q, k);
   f.causal = causal;
   f.out = empty_heads(q.shape(), q.dtype(), q.device());
   if (f.fused) {   // the mask's counters are reserved as the materialised path draws them

@@ -36,6 +36,11 @@ namespace mox {
 // it); automatic kernel choice falls back to the materialised path above it.
 constexpr int64_t kCudaFusedAttentionMaxHeadDim = 128;
 
+// From this many keys on, automatic kernel choice takes the fused kernel on the CPU too: at
+// 512 keys it is as fast as the materialised one with 0.6× the peak memory of a training
+// step, at 1024 1.3× faster with 0.36× (bench/RESULTS.md, "Attention kernels").
+constexpr int64_t kCpuFusedAttentionMinKeys = 512;
+
 struct AttentionDropout {
   double p = 0;
   double scale = 1;

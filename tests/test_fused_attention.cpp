@@ -8,7 +8,8 @@
 // memory, the packed-qkv op and sizes that take the multi-threaded path. Float64 gradchecks,
 // with and without dropout. Under dropout the fused kernel draws the mask the materialised
 // one draws (same generator counters: equal results, equal generator offsets). The setting:
-// "auto" on the CPU is the materialised kernel bit for bit; a bad name is an error naming it.
+// "auto" on the CPU is the materialised kernel below 512 keys and the fused one from there,
+// bit for bit; a bad name is an error naming it.
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -169,12 +170,20 @@ TEST(FusedAttention, PackedQkvEqualsHeadViewsBitForBit) {
   }
 }
 
-TEST(FusedAttention, AutomaticIsTheMaterialisedKernelOnTheCpuAndNamesAreChecked) {
-  const Case c{40, 40, 8, true};
-  const Result automatic = run(AttentionKernel::automatic, inputs_of(c, DType::f32), true, 0.2);
-  const Result materialised = run(AttentionKernel::materialized, inputs_of(c, DType::f32), true, 0.2);
-  EXPECT_EQ(automatic.out.to_vector<float>(), materialised.out.to_vector<float>());
-  EXPECT_EQ(automatic.gq.to_vector<float>(), materialised.gq.to_vector<float>());
+// automatic on the CPU: the materialised kernel below kCpuFusedAttentionMinKeys keys, the
+// fused one from there on (bit for bit the explicit choice's results).
+TEST(FusedAttention, AutomaticChoosesByKeyCountOnTheCpuAndNamesAreChecked) {
+  for (const Case& c : {Case{40, 40, 8, true}, Case{3, kCpuFusedAttentionMinKeys, 4, true}}) {
+    const bool long_context = c.Tk >= kCpuFusedAttentionMinKeys;
+    const Result automatic = run(AttentionKernel::automatic, inputs_of(c, DType::f32, 1, 2), true, 0.2);
+    const Result fused = run(AttentionKernel::fused, inputs_of(c, DType::f32, 1, 2), true, 0.2);
+    const Result materialised = run(AttentionKernel::materialized, inputs_of(c, DType::f32, 1, 2), true, 0.2);
+    const Result& chosen = long_context ? fused : materialised;
+    const Result& other = long_context ? materialised : fused;
+    EXPECT_EQ(automatic.out.to_vector<float>(), chosen.out.to_vector<float>()) << c.Tk << " keys";
+    EXPECT_EQ(automatic.gq.to_vector<float>(), chosen.gq.to_vector<float>()) << c.Tk << " keys";
+    EXPECT_NE(automatic.gk.to_vector<float>(), other.gk.to_vector<float>()) << c.Tk << " keys: the kernels round alike";
+  }
   EXPECT_EQ(attention_kernel(), AttentionKernel::automatic);   // every scope restored the default
   EXPECT_EQ(parse_attention_kernel("auto"), AttentionKernel::automatic);
   EXPECT_EQ(parse_attention_kernel("fused"), AttentionKernel::fused);

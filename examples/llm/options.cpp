@@ -101,7 +101,7 @@ void add_training_flags(CLI::App& c, TrainOptions& o) {
   examples::add_precision_flags(c, o.dtype, o.loss_scaler);
   c.add_option("--attention", o.attention,
                "attention kernel: fused (flash-style, O(T) memory) | materialized (keeps the T x T probabilities; "
-               "GEMM-based) | auto (fused on CUDA, materialized on the CPU)")
+               "GEMM-based) | auto (fused on CUDA; on the CPU fused from 512 keys on)")
       ->check(CLI::IsMember({"auto", "fused", "materialized"}));
   c.add_option("--metrics", o.metrics, "write JSON-lines metrics to this file")->check(examples::existing_parent_dir());
 }

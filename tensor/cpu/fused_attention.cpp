@@ -1,21 +1,31 @@
 // fused_attention.cpp — the CPU's fused (flash-style) attention, forward and backward:
-// tensor/attention_math.h's algorithm with one task per query row (forward, gq) or per key
-// row (gk, gv), scores taken in blocks of kBlock keys. f32 and f64.
+// tensor/attention_math.h's algorithm over tiles of kBlock queries × kBlock keys, each tile's
+// products through the single-threaded GEMM (cpu::gemm), one OpenMP task per (batch, head).
+// f32 and f64.
 //
-// What it is for: memory — it keeps the (B, H, Tq) row log-sum-exps instead of the
-// (B, H, Tq, Tk) probabilities and needs no Tq×Tk scratch, so attention memory grows with T,
-// not T² — and it is the CPU reference the CUDA fused kernels are tested against. What it is
-// not: fast at short contexts. Without GEMMs it does the work as dot products, and backward
-// recomputes the scores twice; the GEMM-based attention (llm.cpp) stays the CPU's automatic
-// choice (docs/DECISIONS.md, "Attention kernels").
+// Forward, per query tile: for each key tile the scores S = scale·Q·Kᵀ (GEMM), the running
+// row maxima and sums (the accumulator rows rescaled when a maximum grows), S turned into the
+// dropped-out weights exp(S − m)·mult in place, and acc += S·V (GEMM). Backward, per key tile
+// (its gk, gv rows accumulated in scratch): for each query tile that sees it, P recomputed
+// from the kept log-sum-exps, gv += (P·mult)ᵀ·gout, dP = gout·Vᵀ, dS = P·(dP·mult − D),
+// gk += scale·dSᵀ·Q, and gq (zeroed first) += scale·dS·K — five GEMMs per tile pair.
+//
+// What it is for: memory — the (B, H, Tq) row log-sum-exps instead of the (B, H, Tq, Tk)
+// probabilities, and kBlock² scratch per thread instead of Tq×Tk, so attention memory grows
+// with T, not T² — and it is the CPU reference the CUDA fused kernels are tested against.
+// What it is not: faster than the materialised attention (llm.cpp) at short contexts — its
+// tiles are small GEMMs and backward recomputes the scores — so `automatic` takes it on the
+// CPU only from 512 keys on (docs/DECISIONS.md; bench/RESULTS.md, "Attention kernels").
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "tensor/attention_math.h"
+#include "tensor/cpu/blas.h"
 #include "tensor/cpu/cpu_backend.h"
 #include "tensor/cpu/loops.h"
 #include "tensor/cpu/vector_math.h"
@@ -26,7 +36,7 @@ namespace {
 using attention_math::dropout_multiplier;
 using attention_math::visible_keys;
 
-constexpr int64_t kBlock = 64;   // keys whose scores are taken before one rescale
+constexpr int64_t kBlock = 64;   // queries and keys per tile
 
 template <typename T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
 
@@ -36,25 +46,16 @@ template <typename T> inline T exp_nonpositive_of(T x) {
   else return std::exp(x);
 }
 
-template <typename T> inline T dot(const T* a, const T* b, int64_t n) {
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t d = 0; d < n; ++d) s += a[d] * b[d];
-  return s;
-}
-
-template <typename T> inline void add_scaled(T alpha, const T* x, T* y, int64_t n) {
-#pragma omp simd
-  for (int64_t d = 0; d < n; ++d) y[d] += alpha * x[d];
-}
-
-// Row t of head (b, h) of a (B, H, T, D) tensor with unit stride on D.
+// The rows of head (b, h) of a (B, H, T, D) tensor with unit stride on D: row t at
+// at(b, h) + t·ld.
 template <typename T> struct Rows {
   T* data;
-  int64_t sb, sh, st;
-  T* at(int64_t b, int64_t h, int64_t t) const { return data + b * sb + h * sh + t * st; }
+  int64_t sb, sh, ld;
+  T* at(int64_t b, int64_t h) const { return data + b * sb + h * sh; }
 };
-template <typename T> Rows<T> rows_of(const Tensor& t) { return {ptr<T>(t), t.stride(0), t.stride(1), t.stride(2)}; }
+template <typename T> Rows<T> rows_of(const Tensor& t) {
+  return {ptr<T>(t), t.stride(0), t.stride(1), t.size(2) == 1 ? t.size(3) : t.stride(2)};
+}
 
 template <typename F> void dispatch_f32_f64(DType t, const char* op, F&& f) {
   switch (t) {
@@ -64,8 +65,13 @@ template <typename F> void dispatch_f32_f64(DType t, const char* op, F&& f) {
   }
 }
 
-bool in_parallel(int64_t tasks, int64_t work) {
-  return tasks > 1 && work >= cpu::kParallelGrain * 8 && omp_get_max_threads() > 1;
+bool in_parallel(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D) {
+  return B * H > 1 && B * H * Tq * Tk * D >= cpu::kParallelGrain * 8 && omp_get_max_threads() > 1;
+}
+
+// Keys [j0, j0 + nk) of query i that it sees: how many of them (0 when none).
+inline int64_t seen_in_tile(int64_t i, int64_t j0, int64_t nk, int64_t Tq, int64_t Tk, bool causal) {
+  return std::clamp<int64_t>(visible_keys(i, Tq, Tk, causal) - j0, 0, nk);
 }
 }  // namespace
 
@@ -77,44 +83,61 @@ void CpuBackend::attention_fused(const Tensor& q, const Tensor& k, const Tensor&
     const Rows<const T> Q = rows_of<const T>(q), K = rows_of<const T>(k), V = rows_of<const T>(v);
     const Rows<T> O = rows_of<T>(out);
     T* L = ptr<T>(lse);   // (B, H, Tq)
-    const T s = T(scale);
-#pragma omp parallel if (in_parallel(B * H * Tq, B * H * Tq * Tk * D))
+#pragma omp parallel if (in_parallel(B, H, Tq, Tk, D))
     {
-      std::vector<T> acc(static_cast<size_t>(D));   // Σ_j exp(s_ij − m)·mult_ij·v_j
-      std::vector<T> score(static_cast<size_t>(kBlock));
-#pragma omp for schedule(dynamic, 16)
-      for (int64_t r = 0; r < B * H * Tq; ++r) {   // r = (b·H + h)·Tq + i
-        const int64_t i = r % Tq, h = (r / Tq) % H, b = r / (Tq * H);
-        const T* qi = Q.at(b, h, i);
-        const int64_t n = visible_keys(i, Tq, Tk, causal);
-        std::fill(acc.begin(), acc.end(), T(0));
-        T m = -INFINITY, l = 0;
-        for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
-          const int64_t nb = std::min(kBlock, n - j0);
-          T block_max = -INFINITY;
-          for (int64_t jj = 0; jj < nb; ++jj) {
-            score[size_t(jj)] = s * dot(qi, K.at(b, h, j0 + jj), D);
-            block_max = std::max(block_max, score[size_t(jj)]);
-          }
-          const T m_new = std::max(m, block_max);
-          if (m_new > m && l > 0) {   // rescale what was accumulated under the old maximum
-            const T f = exp_nonpositive_of(m - m_new);
-            l *= f;
-            for (T& a : acc) a *= f;
-          }
-          m = m_new;
-          for (int64_t jj = 0; jj < nb; ++jj) {
-            const T p = exp_nonpositive_of(score[size_t(jj)] - m);
-            l += p;
-            const T w = p * dropout_multiplier<T, T>(dropout, r, Tk, j0 + jj);
-            if (w != T(0)) add_scaled(w, V.at(b, h, j0 + jj), acc.data(), D);
+      std::vector<T> S(static_cast<size_t>(kBlock * kBlock));   // scores, then weights (nq, nk) at stride kBlock
+      std::vector<T> acc(static_cast<size_t>(kBlock * D));      // (nq, D)
+      std::vector<T> m(static_cast<size_t>(kBlock)), l(static_cast<size_t>(kBlock));
+#pragma omp for collapse(2) schedule(static)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t bh = b * H + h;
+          for (int64_t i0 = 0; i0 < Tq; i0 += kBlock) {
+            const int64_t nq = std::min(kBlock, Tq - i0);
+            std::fill(acc.begin(), acc.end(), T(0));
+            std::fill(m.begin(), m.end(), T(-INFINITY));
+            std::fill(l.begin(), l.end(), T(0));
+            const int64_t keys = visible_keys(i0 + nq - 1, Tq, Tk, causal);   // the tile's last row sees most
+            for (int64_t j0 = 0; j0 < keys; j0 += kBlock) {
+              const int64_t nk = std::min(kBlock, keys - j0);
+              cpu::gemm(false, true, nq, nk, D, T(scale), Q.at(b, h) + i0 * Q.ld, Q.ld, K.at(b, h) + j0 * K.ld, K.ld,
+                        T(0), S.data(), kBlock);
+              for (int64_t r = 0; r < nq; ++r) {
+                T* s = S.data() + r * kBlock;
+                const int64_t n = seen_in_tile(i0 + r, j0, nk, Tq, Tk, causal);
+                if (n > 0) {
+                  T block_max = s[0];
+                  for (int64_t j = 1; j < n; ++j) block_max = std::max(block_max, s[j]);
+                  const T m_new = std::max(m[size_t(r)], block_max);
+                  if (l[size_t(r)] > 0 && m_new > m[size_t(r)]) {   // rescale what the old maximum weighted
+                    const T f = exp_nonpositive_of(m[size_t(r)] - m_new);
+                    l[size_t(r)] *= f;
+                    T* a = acc.data() + r * D;
+                    for (int64_t d = 0; d < D; ++d) a[d] *= f;
+                  }
+                  m[size_t(r)] = m_new;
+                  T sum = 0;
+                  for (int64_t j = 0; j < n; ++j) {
+                    s[j] = exp_nonpositive_of(s[j] - m_new);
+                    sum += s[j];
+                  }
+                  l[size_t(r)] += sum;
+                  if (dropout.active())
+                    for (int64_t j = 0; j < n; ++j) s[j] *= dropout_multiplier<T, T>(dropout, bh * Tq + i0 + r, Tk, j0 + j);
+                }
+                std::fill(s + n, s + nk, T(0));   // keys this row does not see weigh nothing
+              }
+              cpu::gemm(false, false, nq, D, nk, T(1), S.data(), kBlock, V.at(b, h) + j0 * V.ld, V.ld, T(1), acc.data(),
+                        D);
+            }
+            for (int64_t r = 0; r < nq; ++r) {
+              T* o = O.at(b, h) + (i0 + r) * O.ld;
+              const T inv = T(1) / l[size_t(r)];
+              for (int64_t d = 0; d < D; ++d) o[d] = acc[size_t(r * D + d)] * inv;
+              L[bh * Tq + i0 + r] = m[size_t(r)] + std::log(l[size_t(r)]);
+            }
           }
         }
-        T* oi = O.at(b, h, i);
-        const T inv = T(1) / l;
-        for (int64_t d = 0; d < D; ++d) oi[d] = acc[size_t(d)] * inv;
-        L[r] = m + std::log(l);
-      }
     }
   });
 }
@@ -131,57 +154,56 @@ void CpuBackend::attention_fused_backward(const Tensor& q, const Tensor& k, cons
     const Rows<T> GQ = rows_of<T>(gq), GK = rows_of<T>(gk), GV = rows_of<T>(gv);
     const T* L = ptr<const T>(lse);
     const T s = T(scale);
-    const bool parallel = in_parallel(B * H * Tq, B * H * Tq * Tk * D);
-    std::vector<T> delta(size_t(B * H * Tq));   // D_i = gout_i·out_i
-    // dS_ij of query row r (= (b·H + h)·Tq + i) and key j; P_ij through *p.
-    auto score_grad = [&](int64_t b, int64_t h, int64_t i, int64_t j, int64_t r, T* p) {
-      const T P = exp_nonpositive_of(std::min(T(0), s * dot(Q.at(b, h, i), K.at(b, h, j), D) - L[r]));
-      const T mult = dropout_multiplier<T, T>(dropout, r, Tk, j);
-      *p = P * mult;
-      return mult == T(0) ? -P * delta[size_t(r)]
-                          : P * (dot(GO.at(b, h, i), V.at(b, h, j), D) * mult - delta[size_t(r)]);
-    };
-#pragma omp parallel if (parallel)
+#pragma omp parallel if (in_parallel(B, H, Tq, Tk, D))
     {
-      std::vector<T> acc(static_cast<size_t>(D)), acc2(static_cast<size_t>(D));
-#pragma omp for schedule(static)
-      for (int64_t r = 0; r < B * H * Tq; ++r) {
-        const int64_t i = r % Tq, h = (r / Tq) % H, b = r / (Tq * H);
-        delta[size_t(r)] = dot(GO.at(b, h, i), O.at(b, h, i), D);
-      }
-      // gq_i = scale·Σ_j dS_ij·k_j, one query row per task.
-#pragma omp for schedule(dynamic, 16)
-      for (int64_t r = 0; r < B * H * Tq; ++r) {
-        const int64_t i = r % Tq, h = (r / Tq) % H, b = r / (Tq * H);
-        std::fill(acc.begin(), acc.end(), T(0));
-        T p;
-        for (int64_t j = 0, n = visible_keys(i, Tq, Tk, causal); j < n; ++j) {
-          const T ds = score_grad(b, h, i, j, r, &p);
-          if (ds != T(0)) add_scaled(ds, K.at(b, h, j), acc.data(), D);
+      std::vector<T> P(static_cast<size_t>(kBlock * kBlock)), W(P.size()), dS(P.size());   // (nq, nk) at stride kBlock
+      std::vector<T> gk_acc(static_cast<size_t>(kBlock * D)), gv_acc(gk_acc.size());       // (nk, D)
+      std::vector<T> delta(static_cast<size_t>(Tq));                                        // D_i = gout_i·out_i
+#pragma omp for collapse(2) schedule(static)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t bh = b * H + h;
+          for (int64_t i = 0; i < Tq; ++i) {
+            const T *g = GO.at(b, h) + i * GO.ld, *o = O.at(b, h) + i * O.ld;
+            T dot = 0;
+            for (int64_t d = 0; d < D; ++d) dot += g[d] * o[d];
+            delta[size_t(i)] = dot;
+            std::memset(GQ.at(b, h) + i * GQ.ld, 0, size_t(D) * sizeof(T));   // gq accumulates below
+          }
+          for (int64_t j0 = 0; j0 < Tk; j0 += kBlock) {
+            const int64_t nk = std::min(kBlock, Tk - j0);
+            std::fill(gk_acc.begin(), gk_acc.end(), T(0));
+            std::fill(gv_acc.begin(), gv_acc.end(), T(0));
+            // With `causal`, query i sees key j0 once i ≥ j0 − (Tk − Tq).
+            for (int64_t i0 = causal ? std::max<int64_t>(0, j0 - (Tk - Tq)) : 0; i0 < Tq; i0 += kBlock) {
+              const int64_t nq = std::min(kBlock, Tq - i0);
+              const T *q0 = Q.at(b, h) + i0 * Q.ld, *g0 = GO.at(b, h) + i0 * GO.ld;
+              cpu::gemm(false, true, nq, nk, D, s, q0, Q.ld, K.at(b, h) + j0 * K.ld, K.ld, T(0), P.data(), kBlock);
+              cpu::gemm(false, true, nq, nk, D, T(1), g0, GO.ld, V.at(b, h) + j0 * V.ld, V.ld, T(0), dS.data(),
+                        kBlock);   // dP = gout·Vᵀ
+              for (int64_t r = 0; r < nq; ++r) {
+                const int64_t row = bh * Tq + i0 + r, n = seen_in_tile(i0 + r, j0, nk, Tq, Tk, causal);
+                T *p = P.data() + r * kBlock, *w = W.data() + r * kBlock, *ds = dS.data() + r * kBlock;
+                for (int64_t j = 0; j < n; ++j) p[j] = exp_nonpositive_of(std::min(T(0), p[j] - L[row]));
+                for (int64_t j = 0; j < n; ++j) {
+                  const T mult = dropout.active() ? dropout_multiplier<T, T>(dropout, row, Tk, j0 + j) : T(1);
+                  w[j] = p[j] * mult;
+                  ds[j] = p[j] * (ds[j] * mult - delta[size_t(i0 + r)]);
+                }
+                std::fill(w + n, w + nk, T(0));
+                std::fill(ds + n, ds + nk, T(0));
+              }
+              cpu::gemm(true, false, nk, D, nq, T(1), W.data(), kBlock, g0, GO.ld, T(1), gv_acc.data(), D);
+              cpu::gemm(true, false, nk, D, nq, s, dS.data(), kBlock, q0, Q.ld, T(1), gk_acc.data(), D);
+              cpu::gemm(false, false, nq, D, nk, s, dS.data(), kBlock, K.at(b, h) + j0 * K.ld, K.ld, T(1),
+                        GQ.at(b, h) + i0 * GQ.ld, GQ.ld);
+            }
+            for (int64_t c = 0; c < nk; ++c) {
+              std::memcpy(GK.at(b, h) + (j0 + c) * GK.ld, gk_acc.data() + c * D, size_t(D) * sizeof(T));
+              std::memcpy(GV.at(b, h) + (j0 + c) * GV.ld, gv_acc.data() + c * D, size_t(D) * sizeof(T));
+            }
+          }
         }
-        T* g = GQ.at(b, h, i);
-        for (int64_t d = 0; d < D; ++d) g[d] = s * acc[size_t(d)];
-      }
-      // gk_j = scale·Σ_i dS_ij·q_i and gv_j = Σ_i P_ij·mult_ij·gout_i, one key row per task,
-      // over the queries that see key j (with `causal`, i ≥ j − (Tk − Tq)).
-#pragma omp for schedule(dynamic, 16)
-      for (int64_t c = 0; c < B * H * Tk; ++c) {
-        const int64_t j = c % Tk, h = (c / Tk) % H, b = c / (Tk * H);
-        std::fill(acc.begin(), acc.end(), T(0));
-        std::fill(acc2.begin(), acc2.end(), T(0));
-        for (int64_t i = causal ? std::max<int64_t>(0, j - (Tk - Tq)) : 0; i < Tq; ++i) {
-          const int64_t r = (b * H + h) * Tq + i;
-          T w;
-          const T ds = score_grad(b, h, i, j, r, &w);
-          if (ds != T(0)) add_scaled(ds, Q.at(b, h, i), acc.data(), D);
-          if (w != T(0)) add_scaled(w, GO.at(b, h, i), acc2.data(), D);
-        }
-        T *gkj = GK.at(b, h, j), *gvj = GV.at(b, h, j);
-        for (int64_t d = 0; d < D; ++d) {
-          gkj[d] = s * acc[size_t(d)];
-          gvj[d] = acc2[size_t(d)];
-        }
-      }
     }
   });
 }
