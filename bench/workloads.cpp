@@ -1,7 +1,7 @@
 // workloads.cpp — the mox side of `make bench-compare` (bench/compare.py): one workload per
 // process, its throughput printed as the last line "result <value> <unit>".
 //
-//   build/bin/mox-workloads NAME [--seconds S] [--warmup N] [--threads N]
+//   build/bin/mox-workloads NAME [--seconds S] [--warmup N] [--threads N] [--attention K]
 //                                [--capacity-factor F | --dropless] [--per-expert]   (moe_layer only)
 //
 // Every workload has a twin of the same name in bench/torch_workloads.py that does the same
@@ -14,7 +14,8 @@
 // What it is not: a statistics harness — repetitions, interleaving with PyTorch, medians and
 // peak RSS are compare.py's job; this program runs one workload once. --per-expert runs the
 // MoE layer's experts module by module instead of as grouped GEMMs (MoEConfig::grouped_gemm),
-// the A/B of moe/README.md.
+// the A/B of moe/README.md. --attention auto|fused|materialized picks the attention kernel
+// (set_attention_kernel) of the LLM workloads, the A/B of bench/RESULTS.md "Attention kernels".
 #include <immintrin.h>
 #include <omp.h>
 
@@ -25,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/functions.h"
 #include "examples/cifar10/net.h"
 #include "examples/llm/model.h"
 #include "moe/moe_layer.h"
@@ -52,6 +54,7 @@ struct Args {
   double capacity_factor = 1.0;   // moe_layer
   bool dropless = false;          // moe_layer
   bool per_expert = false;        // moe_layer: MoEConfig::grouped_gemm = false
+  AttentionKernel attention = AttentionKernel::automatic;
 };
 
 // One step of a workload and the units (images, tokens, FLOPs, ...) it processes.
@@ -328,7 +331,8 @@ Workload make_workload(const Args& a) {
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr, "mox-workloads: %s\nusage: mox-workloads NAME [--seconds S] [--warmup N] [--threads N] "
-                       "[--capacity-factor F | --dropless] [--per-expert]\nworkloads:\n", why.c_str());
+                       "[--attention auto|fused|materialized] [--capacity-factor F | --dropless] [--per-expert]\n"
+                       "workloads:\n", why.c_str());
   for (const Entry& e : kWorkloads) std::fprintf(stderr, "  %-18s %s\n", e.name, e.what);
   std::exit(2);
 }
@@ -359,7 +363,13 @@ Args parse(int argc, char** argv) {
     else if (f == "--warmup") a.warmup = int(number(f, v));
     else if (f == "--threads") a.threads = int(number(f, v));
     else if (f == "--capacity-factor") a.capacity_factor = number(f, v);
-    else usage("unknown flag '" + f + "'");
+    else if (f == "--attention") {
+      try {
+        a.attention = parse_attention_kernel(v);
+      } catch (const Error& e) {
+        usage(e.what());
+      }
+    } else usage("unknown flag '" + f + "'");
   }
   if ((a.dropless || a.per_expert || a.capacity_factor != 1.0) && a.name != "moe_layer")
     usage("--capacity-factor, --dropless and --per-expert apply to moe_layer only");
@@ -372,6 +382,7 @@ int main(int argc, char** argv) {
   configure_cpu_runtime(argv);   // OpenMP wait policy and OpenBLAS kernels, as every mox program
   const Args a = parse(argc, argv);
   set_num_threads(a.threads);
+  set_attention_kernel(a.attention);
   const Workload w = make_workload(a);
   const double value = measure(w, a);
   if (w.note) std::printf("%s\n", w.note().c_str());

@@ -10,7 +10,9 @@
 #                  logged windows after the first) and test accuracy, with a sanity floor well
 #                  under what the CPU reaches (1 epoch: dense ~50 %, MoE ~28 %; chance 10 %)
 #   (d) llm        mox-llm train --preset shakespeare-gpu --device cuda for $LLM_ITERS
-#                  iterations; tokens/s (mean of the logged windows after the first) and MFU
+#                  iterations; tokens/s (mean of the logged windows after the first) and MFU.
+#                  Attention runs the automatic kernel (fused on CUDA); for the A/B against the
+#                  materialised one: LLM_ARGS="--attention materialized" GPU_CHECK_STEPS=llm
 #
 # MFU follows nanoGPT's estimate_mfu: FLOPs per token = 6·N + 12·L·H·Q·T, N the parameter
 # count without the position embedding (nanoGPT's get_num_params), L layers, H heads, Q the
