@@ -166,27 +166,31 @@ TEST(GroupedLinear, MismatchesNameTheGroupAndShapes) {
 TEST(GroupedGemmCuda, ForwardAndBackwardMatchTheCpu) {
   REQUIRE_CUDA();
   struct Tol { DType dt; double tol; };
-  for (const Tol& t : {Tol{DType::f32, 1e-3}, Tol{DType::f64, 1e-10}, Tol{DType::f16, 1e-2}, Tol{DType::bf16, 3e-2}}) {
-    for (bool bias : {true, false}) {
-      SCOPED_TRACE(::testing::Message() << dtype_name(t.dt) << " bias=" << bias);
-      Problem cpu = make_problem({5, 0, 33, 1, 0, 64}, 48, 40, bias, t.dt, 3);
-      Problem gpu;
-      gpu.counts = cpu.counts;
-      auto to_gpu = [](const Tensor& l) { return mox::testing::cuda(l.detach()).set_requires_grad(true); };
-      gpu.x = to_gpu(cpu.x);
-      for (const Tensor& w : cpu.weights) gpu.weights.push_back(to_gpu(w));
-      for (const Tensor& b : cpu.biases) gpu.biases.push_back(to_gpu(b));
-      Tensor w = raw::normal({cpu.x.size(0), 40}, 0, 1).to(t.dt);
-      std::vector<Tensor> want = run(cpu, grouped_linear(cpu.x, cpu.counts, cpu.weights, cpu.biases), w);
-      std::vector<Tensor> got =
-          run(gpu, grouped_linear(gpu.x, gpu.counts, gpu.weights, gpu.biases), mox::testing::cuda(w));
-      ASSERT_EQ(got.size(), want.size());
-      for (size_t i = 0; i < got.size(); ++i) {
-        ASSERT_EQ(got[i].defined(), want[i].defined()) << "tensor " << i;
-        if (want[i].defined()) mox::testing::expect_close(got[i], want[i], t.tol, t.tol, str("tensor ", i));
+  // 48 → 40: every group's rows start on 16-byte boundaries (one grouped cuBLAS call); 7 → 5:
+  // most do not, and those problems run through the strided API instead.
+  struct Shape { std::vector<int64_t> counts; int64_t in, out; };
+  for (const Shape& shape : {Shape{{5, 0, 33, 1, 0, 64}, 48, 40}, Shape{{3, 0, 1, 2, 5}, 7, 5}})
+    for (const Tol& t : {Tol{DType::f32, 1e-3}, Tol{DType::f64, 1e-10}, Tol{DType::f16, 1e-2}, Tol{DType::bf16, 3e-2}}) {
+      for (bool bias : {true, false}) {
+        SCOPED_TRACE(::testing::Message() << dtype_name(t.dt) << " bias=" << bias << " in=" << shape.in);
+        Problem cpu = make_problem(shape.counts, shape.in, shape.out, bias, t.dt, 3);
+        Problem gpu;
+        gpu.counts = cpu.counts;
+        auto to_gpu = [](const Tensor& l) { return mox::testing::cuda(l.detach()).set_requires_grad(true); };
+        gpu.x = to_gpu(cpu.x);
+        for (const Tensor& w : cpu.weights) gpu.weights.push_back(to_gpu(w));
+        for (const Tensor& b : cpu.biases) gpu.biases.push_back(to_gpu(b));
+        Tensor w = raw::normal({cpu.x.size(0), shape.out}, 0, 1).to(t.dt);
+        std::vector<Tensor> want = run(cpu, grouped_linear(cpu.x, cpu.counts, cpu.weights, cpu.biases), w);
+        std::vector<Tensor> got =
+            run(gpu, grouped_linear(gpu.x, gpu.counts, gpu.weights, gpu.biases), mox::testing::cuda(w));
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+          ASSERT_EQ(got[i].defined(), want[i].defined()) << "tensor " << i;
+          if (want[i].defined()) mox::testing::expect_close(got[i], want[i], t.tol, t.tol, str("tensor ", i));
+        }
       }
     }
-  }
 }
 
 // ------------------------------------------------------------------- MoE grouped experts

@@ -26,6 +26,7 @@
 // llm.cu takes them).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 
 #include "tensor/attention_math.h"
@@ -222,7 +223,7 @@ template <typename T, int DPL> __global__ void __launch_bounds__(kWarps * 32) fu
       const int64_t n = visible_keys(i, a.Tq, a.Tk, a.causal);
       if (j0 >= n) continue;
       const int64_t j = j0 + lane;
-      A w, ds = A(0);
+      A w = A(0), ds = A(0);
       if (j < n)
         ds = score_grad(a, qt + row * D, gt + row * D, kt + lane * (D + 1), vt + lane * (D + 1), lse[r], delta[r],
                         bh * a.Tq + i, j, w);
@@ -355,6 +356,7 @@ template <typename F> void with_features_per_lane(int64_t D, const char* op, F&&
 // Launches kernel over `blocks` blocks with `smem` bytes of dynamic shared memory, opting in
 // above the default 48 KiB.
 template <typename K, typename... Args> void launch(K kernel, int64_t blocks, size_t smem, Args... args) {
+  MOX_CHECK(blocks <= INT32_MAX, "attention (fused): ", blocks, " thread blocks exceed CUDA's grid limit of 2^31 − 1");
   if (smem > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   kernel<<<unsigned(blocks), kWarps * 32, smem, cuda::stream()>>>(args...);
@@ -401,15 +403,15 @@ void CudaBackend::attention_fused_backward(const Tensor& q, const Tensor& k, con
     a.gks = head_rows(gk);
     a.gv = cuda::ptr<T>(gv);
     a.gvs = head_rows(gv);
-    const int64_t rows = B * H * Tq;
-    cuda::Scratch delta(size_t(rows) * sizeof(A));
-    fused_delta_kernel<T><<<unsigned(std::min<int64_t>((rows + kWarps - 1) / kWarps, 65535 * 8)), kWarps * 32, 0,
-                            cuda::stream()>>>(a, delta.as<A>(), rows);
-    CUDA_CHECK_LAUNCH();
-    a.delta = delta.as<A>();
     const size_t smem_gq = size_t(2 * kTile * (D + 1) + 2 * kRowsPerBlock * D) * sizeof(A);
     const size_t smem_gkv = size_t(2 * kTile * (D + 1) + 2 * kRowsPerBlock * D + 2 * kTile) * sizeof(A);
     with_features_per_lane(D, "attention (fused) backward", [&](auto dpl) {
+      const int64_t rows = B * H * Tq;
+      cuda::Scratch delta(size_t(rows) * sizeof(A));
+      fused_delta_kernel<T><<<unsigned(std::min<int64_t>((rows + kWarps - 1) / kWarps, 65535 * 8)), kWarps * 32, 0,
+                              cuda::stream()>>>(a, delta.as<A>(), rows);
+      CUDA_CHECK_LAUNCH();
+      a.delta = delta.as<A>();
       launch(fused_gq_kernel<T, decltype(dpl)::value>, row_blocks(B, H, Tq), smem_gq, a);
       launch(fused_gkv_kernel<T, decltype(dpl)::value>, row_blocks(B, H, Tk), smem_gkv, a);
     });

@@ -12,7 +12,10 @@
 // grouped_gemm: G products of different shapes (an MoE layer's experts over their row groups)
 // in one cublasGemmGroupedBatchedEx call (cublasDgemmGroupedBatched for f64), each problem a
 // cuBLAS group of size 1 with the same column-major swap; the pointer arrays go to the device
-// through stream-ordered scratch, the shapes and scalars stay on the host. Same precision policy
+// through stream-ordered scratch, the shapes and scalars stay on the host. A problem whose
+// matrices do not start and step on 16-byte boundaries (a row group of odd width at an odd
+// row) runs on its own through the strided API instead: cuBLAS cannot check pointers it
+// reads from device memory. Same precision policy
 // as bmm (TF32 per MOX_ALLOW_TF32; 16-bit with f32 compute).
 // What it is not: cuBLASLt epilogues (bias/GELU fusion); a device-side grouped GEMM whose group
 // sizes never visit the host (the MoE gate's counts are host integers already).
@@ -20,6 +23,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #include "tensor/cuda/cuda_backend.h"
 #include "tensor/cuda/libs.cuh"
@@ -115,6 +119,17 @@ Layout layout(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride
   if (col_stride == 1 || cols == 1) return {false, std::max<int64_t>(row_stride, std::max<int64_t>(cols, 1))};
   return {true, std::max<int64_t>(col_stride, std::max<int64_t>(rows, 1))};
 }
+// Whether matrices at these pointers with these leading dimensions (elements) start and
+// step on 16-byte boundaries, as tensor-core kernels read them. Row groups of an MoE layer
+// start at arbitrary rows, so their pointers need not be.
+bool tensor_core_aligned(std::initializer_list<const void*> ptrs, std::initializer_list<int64_t> lds, DType dtype) {
+  const int64_t es = int64_t(dtype_size(dtype));
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  for (int64_t ld : lds)
+    if ((ld * es) % 16 != 0) return false;
+  return true;
+}
 }  // namespace
 
 void CudaBackend::bmm(const Tensor& a, const Tensor& b, const Tensor& out, bool accumulate) {
@@ -160,6 +175,14 @@ void CudaBackend::grouped_gemm(const std::vector<Tensor>& a, const std::vector<T
     }
     const Layout la = layout(M, K, a[g].stride(0), a[g].stride(1));
     const Layout lb = layout(K, N, b[g].stride(0), b[g].stride(1));
+    const int64_t ld_out = std::max<int64_t>(out[g].stride(0), N);
+    if (!tensor_core_aligned({a[g].raw_data(), b[g].raw_data(), out[g].raw_data()}, {la.ld, lb.ld, ld_out}, dtype)) {
+      // cuBLAS cannot check the alignment of pointers it reads from device memory: this problem
+      // runs on its own, through the strided API, which checks and adapts.
+      cuda::gemm(dtype, la.trans, lb.trans, M, N, K, 1.0, a[g].raw_data(), la.ld, 0, b[g].raw_data(), lb.ld, 0,
+                 accumulate ? 1.0 : 0.0, out[g].raw_data(), ld_out, 0, 1);
+      continue;
+    }
     op_first.push_back(lb.trans ? CUBLAS_OP_T : CUBLAS_OP_N);
     op_second.push_back(la.trans ? CUBLAS_OP_T : CUBLAS_OP_N);
     m.push_back(cuda::as_int(N, "N"));
@@ -167,7 +190,7 @@ void CudaBackend::grouped_gemm(const std::vector<Tensor>& a, const std::vector<T
     k.push_back(cuda::as_int(K, "K"));
     ld_first.push_back(cuda::as_int(lb.ld, "ldb"));
     ld_second.push_back(cuda::as_int(la.ld, "lda"));
-    ldc.push_back(cuda::as_int(out[g].stride(0), "ldc"));
+    ldc.push_back(cuda::as_int(ld_out, "ldc"));
     first.push_back(b[g].raw_data());
     second.push_back(a[g].raw_data());
     c.push_back(out[g].raw_data());
