@@ -16,10 +16,9 @@
 // one dropout (p and generator shared by all experts): one draw over all rows then gives each
 // row the mask it gets when the experts run one after another, the generator's counters being
 // consecutive. Results equal the generic path's up to rounding: bit for bit on the CPU for
-// Linear experts and an Mlp without bias, except the input's gradient (a token's k
+// Linear and Sequential experts and an Mlp without bias, except the input's gradient (a token's k
 // contributions are summed in another order); an Mlp's c_fc bias enters the GEMM's sum instead
-// of the GELU pass; the CPU's exact-GELU backward rounds a few elements differently in its SIMD
-// body and scalar tail, which sit elsewhere in one (N, ·) buffer than in E small ones.
+// of the GELU pass, so an Mlp with bias agrees to rounding.
 // What it is not: SwiGluMlp (two branches multiplied), quantized or arbitrary experts — those
 // run per expert (moe_layer.cpp) — and no activation checkpointing (mox has none).
 #pragma once
