@@ -245,7 +245,11 @@ FUZZ_LDLIBS   := -ldnnl -lopenblas -lgomp -lpthread $(MPI_LIBS)
 FUZZ_LIB      := $(FUZZ_BUILD)/libmox.a
 FUZZ_LIB_OBJ  := $(LIB_SRC:%.cpp=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS     := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/bin/fuzz_%)
-FUZZ_ENV      := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 OMP_NUM_THREADS=1
+# Every malloc'd byte starts as 0xFF (ASan fills only the first 4 KiB, with 0xBE, by default):
+# a read of uninitialised memory then sees the same extreme value on every run, so a finding
+# replays (stb's unset JPEG Huffman tables read out of bounds under 0xFF, silently under the
+# default fill).
+FUZZ_ENV      := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:malloc_fill_byte=255:max_malloc_fill_size=16777216 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 OMP_NUM_THREADS=1
 
 .PHONY: fuzz fuzz-build fuzz-seeds check-fuzz-deps
 FUZZ_PACKAGES := clang libclang-rt-dev

@@ -5,6 +5,8 @@
 #include "datasets/image_folder.h"
 #include "tensor/error.h"
 
+#include <tuple>
+
 namespace mox::data {
 namespace {
 
@@ -19,12 +21,29 @@ struct Bytes {
   uint32_t le32(size_t k) const { return le16(k + 2) << 16 | le16(k); }
 };
 
+// JPEG frame markers: stb decodes baseline (C0), extended (C1) and progressive (C2) frames;
+// the other SOFn (lossless, hierarchical, arithmetic-coded) it refuses as an unknown marker.
+bool is_decodable_sof(unsigned m) { return m == 0xC0 || m == 0xC1 || m == 0xC2; }
+bool is_other_sof(unsigned m) { return m >= 0xC3 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC; }
+
 // JPEG: walk the markers as stb's parser does — segments skipped by their length, anything
 // else scanned byte by byte to the next 0xFF (stb does so for padding between segments and
 // for entropy-coded data), stuffed zeros and restart markers passed over, fill bytes
-// skipped. Visiting a superset of the places where stb could read a DHT is safe: a valid
-// file has no oversized table anywhere.
+// skipped. Two checks on the way:
+//   - no DHT table declares more than 256 codes. Visiting a superset of the places where stb
+//     could read a DHT is safe here: a valid file has no oversized table anywhere.
+//   - every scan (SOS) uses only Huffman tables a DHT segment before it defined. stb does not
+//     check this and decodes with whatever its uninitialised table memory holds (an
+//     out-of-bounds read of the symbol table); libjpeg refuses such a file too. The tables a
+//     scan uses are the ones stb's decoder reads: DC and AC for every component of a
+//     baseline or extended scan; in a progressive frame, DC for a first DC scan (Ss = 0,
+//     Ah = 0 — a refinement reads raw bits), AC for an AC scan (Ss > 0). stb_image_impl.cpp
+//     also zeroes stb's allocations, so a table this walk takes for defined where stb did
+//     not read it (the walk visits more markers than stb) is empty, never garbage.
 void check_jpeg(const Bytes& b, const std::string& source) {
+  unsigned defined[2] = {0, 0};   // bit t set: table t of class 0 (DC) / 1 (AC) defined
+  bool progressive = false;
+  int scans = 0;
   size_t i = 0;
   while (i < b.n) {
     while (i < b.n && b.p[i] != 0xFF) ++i;   // padding or entropy-coded data
@@ -34,16 +53,34 @@ void check_jpeg(const Bytes& b, const std::string& source) {
     if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) continue;   // no length
     if (marker == 0xD9) return;   // EOI: stb stops here
     const size_t len = b.be16(i);
+    if (is_decodable_sof(marker)) progressive = marker == 0xC2;
     if (marker == 0xC4) {   // DHT: tables of (class/id byte, 16 code counts, values)
       size_t p = i + 2;
       for (int64_t left = int64_t(len) - 2; left > 0;) {
-        if ((b.at(p) >> 4) > 1 || (b.at(p) & 15) > 3) break;   // stb refuses the segment
+        const unsigned table_class = b.at(p) >> 4, id = b.at(p) & 15;
+        if (table_class > 1 || id > 3) break;   // stb refuses the segment
         unsigned codes = 0;
         for (size_t c = 1; c <= 16; ++c) codes += b.at(p + c);
         MOX_CHECK(codes <= 256, "cannot decode image '", source, "': corrupt JPEG (a Huffman table declares ",
                   codes, " codes; at most 256 are possible)");
+        defined[table_class] |= 1u << id;
         p += 17 + codes;
         left -= int64_t(17 + codes);
+      }
+    }
+    if (marker == 0xDA) {   // SOS: [length 2][Ns 1][Ns x (component 1, DC table << 4 | AC table 1)][Ss][Se][Ah << 4 | Al]
+      ++scans;
+      const unsigned components = b.at(i + 2);
+      const size_t params = i + 3 + 2 * size_t(components);
+      const unsigned ss = b.at(params), ah = b.at(params + 2) >> 4;
+      const bool uses_dc = !progressive || (ss == 0 && ah == 0), uses_ac = !progressive || ss > 0;
+      for (unsigned k = 0; k < components && k < 4; ++k) {   // stb refuses Ns > 4 itself
+        const unsigned tables = b.at(i + 4 + 2 * size_t(k)), dc = tables >> 4, ac = tables & 15;
+        for (const auto& [used, table_class, id] : {std::tuple{uses_dc, 0u, dc}, std::tuple{uses_ac, 1u, ac}})
+          if (used && id <= 3 && !(defined[table_class] >> id & 1))
+            MOX_FAIL("cannot decode image '", source, "': corrupt JPEG (scan ", scans, " decodes component ",
+                     b.at(i + 3 + 2 * size_t(k)), " with the ", table_class ? "AC" : "DC", " Huffman table ", id,
+                     ", which no DHT segment before it defines)");
       }
     }
     i += len;
@@ -88,11 +125,6 @@ void check_bmp(const Bytes& b, const std::string& source) {
   MOX_CHECK(end <= b.n, "cannot decode image '", source, "': the BMP's ", w, "x", h, " pixels at ", bpp,
             " bits need bytes [", offset, ", ", end, ") but the file has ", b.n, " (truncated BMP?)");
 }
-
-// JPEG frame markers: stb decodes baseline (C0), extended (C1) and progressive (C2) frames;
-// the other SOFn (lossless, hierarchical, arithmetic-coded) it refuses as an unknown marker.
-bool is_decodable_sof(unsigned m) { return m == 0xC0 || m == 0xC1 || m == 0xC2; }
-bool is_other_sof(unsigned m) { return m >= 0xC3 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC; }
 
 // The first frame header, reached as stb reaches it: SOI, then segments skipped by their
 // length (with padding between them scanned to the next 0xFF) until a SOF marker.

@@ -15,6 +15,15 @@
 // we: stb's own bounds checks and datasets/image_guard.cpp stay in force, and the fuzzer
 // runs this under ASan + UBSan.
 #define STBI_ASSERT(x) ((void)0)
+// stb 2.27 allocates its JPEG decoder state with malloc and never clears it, so a scan that
+// names a Huffman table no DHT segment defined decodes through uninitialised memory (an
+// out-of-bounds read; the fuzzer found it). image_guard.cpp refuses such scans; zeroed
+// allocations make whatever stb reads without the guard's knowledge deterministic: an
+// all-zero table yields symbol 0 and consumes no bits.
+#include <cstdlib>
+#define STBI_MALLOC(size) std::calloc(1, size)
+#define STBI_REALLOC(p, size) std::realloc(p, size)
+#define STBI_FREE(p) std::free(p)
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wall"

@@ -525,6 +525,64 @@ TEST(ImageDecode, HugeJpegHeaderNamesDimensions) {
             "does not support; it reads baseline and progressive JPEGs");
 }
 
+// stb 2.27 decodes a scan with whatever its table memory holds when the scan names a Huffman
+// table no DHT segment defined (fuzz finding, an out-of-bounds read); the guard refuses the
+// scan, checking only the tables stb's decoder would read.
+TEST(ImageDecode, ScanWithUndefinedHuffmanTableIsRefused) {
+  const std::vector<uint8_t> jpg = encode_jpeg(24, 16, 90);   // DHT: DC 0, AC 0, DC 1, AC 1
+  const size_t sos = jpeg_marker(jpg, 0xDA);
+  ASSERT_EQ(jpg[sos + 5], 1);      // first component: id 1,
+  ASSERT_EQ(jpg[sos + 6], 0x00);   // DC table 0, AC table 0
+  auto with_tables = [&](uint8_t tables) {
+    std::vector<uint8_t> b = jpg;
+    b[sos + 6] = tables;
+    return b;
+  };
+  EXPECT_EQ(decode_error(with_tables(0x11), "ok.jpg"), "");   // tables 1 are defined too
+  EXPECT_EQ(decode_error(with_tables(0x20), "dc.jpg"),
+            "cannot decode image 'dc.jpg': corrupt JPEG (scan 1 decodes component 1 with the DC Huffman table 2, "
+            "which no DHT segment before it defines)");
+  EXPECT_EQ(decode_error(with_tables(0x03), "ac.jpg"),
+            "cannot decode image 'ac.jpg': corrupt JPEG (scan 1 decodes component 1 with the AC Huffman table 3, "
+            "which no DHT segment before it defines)");
+  // A table defined only after the scan does not count.
+  std::vector<uint8_t> late = with_tables(0x02);
+  const size_t dht = jpeg_marker(jpg, 0xC4);
+  const std::vector<uint8_t> ac1_as_ac2 = [&] {   // the encoder's DHT segment, every table renamed to AC 2
+    std::vector<uint8_t> seg(jpg.begin() + long(dht), jpg.begin() + long(dht + 2 + (size_t(jpg[dht + 2]) << 8 | jpg[dht + 3])));
+    for (size_t p = 4; p < seg.size();) {
+      size_t codes = 0;
+      for (size_t c = 1; c <= 16; ++c) codes += seg[p + c];
+      seg[p] = 0x12;
+      p += 17 + codes;
+    }
+    return seg;
+  }();
+  late.insert(late.end() - 2, ac1_as_ac2.begin(), ac1_as_ac2.end());
+  EXPECT_NE(decode_error(late, "late.jpg").find("AC Huffman table 2, which no DHT segment before it defines"), std::string::npos);
+  std::vector<uint8_t> early = with_tables(0x02);
+  early.insert(early.begin() + long(sos), ac1_as_ac2.begin(), ac1_as_ac2.end());
+  EXPECT_EQ(decode_error(early, "early.jpg").find("which no DHT segment"), std::string::npos);
+
+  // Progressive frames: a first DC scan reads only its DC tables, a DC refinement scan
+  // (Ah > 0) none, an AC scan (Ss > 0) only its AC table.
+  const std::vector<uint8_t> head = {0xFF, 0xD8, 0xFF, 0xC2, 0x00, 0x0B, 0x08, 0x00, 0x08, 0x00, 0x08, 0x01, 0x01, 0x11, 0x00,
+                                     0xFF, 0xC4, 0x00, 0x14, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00};
+  auto progressive = [&](uint8_t tables, uint8_t ss, uint8_t se, uint8_t ah_al) {
+    std::vector<uint8_t> b = head;
+    b.insert(b.end(), {0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, tables, ss, se, ah_al, 0x00, 0x00, 0xFF, 0xD9});
+    return decode_error(b, "p.jpg");
+  };
+  EXPECT_EQ(progressive(0x03, 0, 0, 0x00).find("which no DHT segment"), std::string::npos);   // DC 0 defined, AC 3 unused
+  EXPECT_EQ(progressive(0x33, 0, 0, 0x10).find("which no DHT segment"), std::string::npos);   // refinement: no table
+  EXPECT_EQ(progressive(0x10, 0, 0, 0x00),
+            "cannot decode image 'p.jpg': corrupt JPEG (scan 1 decodes component 1 with the DC Huffman table 1, "
+            "which no DHT segment before it defines)");
+  EXPECT_EQ(progressive(0x00, 1, 63, 0x00),
+            "cannot decode image 'p.jpg': corrupt JPEG (scan 1 decodes component 1 with the AC Huffman table 0, "
+            "which no DHT segment before it defines)");
+}
+
 TEST(ImageDecode, UnknownOrUnsupportedFormatIsNamed) {
   TempDir dir("mox-datasets");
   write_bytes(dir.path("cat/page.jpg"), {'<', '!', 'D', 'O', 'C', 'T', 'Y', 'P', 'E', ' ', 'h'});
