@@ -149,27 +149,6 @@ TEST(FusedAttention, DropoutDrawsTheMaterialisedMask) {
   }
 }
 
-// The packed op and the general op on the three head views run the same kernel on the same
-// memory: bit-identical values and gradients, with dropout too.
-TEST(FusedAttention, PackedQkvEqualsHeadViewsBitForBit) {
-  KernelScope scope(AttentionKernel::fused);
-  const int64_t B = 2, T = 67, H = 2, D = 3, C = H * D;
-  for (double p : {0.0, 0.4}) {
-    Tensor qkv = uniform_leaf({B, T, 3 * C}, 90);
-    Generator ga(11), gb(11), weights(91);
-    Tensor packed = causal_self_attention_qkv(qkv, H, std::nullopt, p, &ga);
-    Tensor seed = raw::normal(packed.shape(), 0.0, 1.0, DType::f64, Device::cpu(), &weights);
-    packed.backward(seed);
-    const Tensor g_packed = qkv.grad();
-    qkv.impl()->grad.reset();
-    auto head_view = [&](int64_t i) { return qkv.narrow(2, i * C, C).view({B, T, H, D}).transpose(1, 2); };
-    Tensor views = scaled_dot_product_attention(head_view(0), head_view(1), head_view(2), true, std::nullopt, p, &gb);
-    views.backward(seed);
-    EXPECT_EQ(packed.to_vector<double>(), views.to_vector<double>()) << "dropout " << p;
-    EXPECT_EQ(g_packed.to_vector<double>(), qkv.grad().to_vector<double>()) << "dropout " << p;
-  }
-}
-
 // automatic on the CPU: the materialised kernel below kCpuFusedAttentionMinKeys keys, the
 // fused one from there on (bit for bit the explicit choice's results).
 TEST(FusedAttention, AutomaticChoosesByKeyCountOnTheCpuAndNamesAreChecked) {

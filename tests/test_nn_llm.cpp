@@ -18,6 +18,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moe/moe_layer.h"
@@ -36,6 +37,7 @@ using namespace mox;
 using namespace mox::nn;
 using mox::testing::expect_error;
 using mox::testing::heads_leaf;
+using mox::testing::KernelScope;
 using mox::testing::max_abs_diff;
 using mox::testing::naive_attention;
 using mox::testing::gradcheck;
@@ -331,10 +333,16 @@ TEST(LlmAttention, SdpaErrorsNameTheShapes) {
 }
 
 // The packed op against the three head views of the same qkv through the general op: the
-// same values and gradients, bit for bit (the same kernels; only the gradient's assembly differs).
+// same values and gradients, bit for bit (the same kernel on the same memory; only the
+// gradient's assembly differs), with dropout too, for both attention kernels (T = 67 crosses
+// the fused kernel's 64-row tiles).
 TEST(LlmAttention, PackedQkvEqualsHeadViewsBitForBit) {
-  const int64_t B = 2, T = 5, H = 2, D = 3, C = H * D;
-  for (double p : {0.0, 0.4}) {
+  const int64_t B = 2, T = 67, H = 2, D = 3, C = H * D;
+  for (const auto& [kernel, p] : {std::pair{AttentionKernel::materialized, 0.0}, {AttentionKernel::materialized, 0.4},
+                                  {AttentionKernel::fused, 0.0}, {AttentionKernel::fused, 0.4}}) {
+    KernelScope scope(kernel);
+    SCOPED_TRACE(std::string(kernel == AttentionKernel::fused ? "fused" : "materialized") + " kernel, dropout " +
+                 std::to_string(p));
     Tensor qkv = uniform_leaf({B, T, 3 * C}, 90);
     Generator ga(11), gb(11);
     Tensor packed = causal_self_attention_qkv(qkv, H, std::nullopt, p, &ga);
@@ -346,8 +354,8 @@ TEST(LlmAttention, PackedQkvEqualsHeadViewsBitForBit) {
     auto head_view = [&](int64_t i) { return qkv.narrow(2, i * C, C).view({B, T, H, D}).transpose(1, 2); };
     Tensor views = scaled_dot_product_attention(head_view(0), head_view(1), head_view(2), true, std::nullopt, p, &gb);
     views.backward(seed);
-    EXPECT_EQ(packed.to_vector<double>(), views.to_vector<double>()) << "dropout " << p;
-    EXPECT_EQ(g_packed.to_vector<double>(), qkv.grad().to_vector<double>()) << "dropout " << p;
+    EXPECT_EQ(packed.to_vector<double>(), views.to_vector<double>());
+    EXPECT_EQ(g_packed.to_vector<double>(), qkv.grad().to_vector<double>());
     EXPECT_TRUE(raw::transpose(packed, 1, 2).is_contiguous());   // heads merge without a copy
   }
 }

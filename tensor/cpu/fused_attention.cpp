@@ -21,7 +21,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "tensor/attention_math.h"
@@ -40,30 +39,10 @@ constexpr int64_t kBlock = 64;   // queries and keys per tile
 
 template <typename T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
 
-// exp(x) for x ≤ 0: the vectorisable approximation in f32 (vector_math.h), libm in f64.
-template <typename T> inline T exp_nonpositive_of(T x) {
-  if constexpr (std::is_same_v<T, float>) return cpu::vm::exp_nonpositive(x);
-  else return std::exp(x);
-}
-
-// The rows of head (b, h) of a (B, H, T, D) tensor with unit stride on D: row t at
-// at(b, h) + t·ld.
-template <typename T> struct Rows {
-  T* data;
-  int64_t sb, sh, ld;
-  T* at(int64_t b, int64_t h) const { return data + b * sb + h * sh; }
-};
-template <typename T> Rows<T> rows_of(const Tensor& t) {
-  return {ptr<T>(t), t.stride(0), t.stride(1), t.size(2) == 1 ? t.size(3) : t.stride(2)};
-}
-
-template <typename F> void dispatch_f32_f64(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::f32: return f(cpu::Tag<float>{});
-    case DType::f64: return f(cpu::Tag<double>{});
-    default: MOX_FAIL(op, " is implemented for f32 and f64 on the CPU, got ", t, "; convert with .to(DType::f32)");
-  }
-}
+using cpu::dispatch_f32_f64;
+using cpu::head_matrices;
+using cpu::HeadMatrices;
+using cpu::vm::exp_nonpositive_of;
 
 bool in_parallel(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D) {
   return B * H > 1 && B * H * Tq * Tk * D >= cpu::kParallelGrain * 8 && omp_get_max_threads() > 1;
@@ -80,8 +59,8 @@ void CpuBackend::attention_fused(const Tensor& q, const Tensor& k, const Tensor&
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
   dispatch_f32_f64(q.dtype(), "attention (fused)", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const Rows<const T> Q = rows_of<const T>(q), K = rows_of<const T>(k), V = rows_of<const T>(v);
-    const Rows<T> O = rows_of<T>(out);
+    const HeadMatrices<const T> Q = head_matrices<const T>(q), K = head_matrices<const T>(k), V = head_matrices<const T>(v);
+    const HeadMatrices<T> O = head_matrices<T>(out);
     T* L = ptr<T>(lse);   // (B, H, Tq)
 #pragma omp parallel if (in_parallel(B, H, Tq, Tk, D))
     {
@@ -149,9 +128,9 @@ void CpuBackend::attention_fused_backward(const Tensor& q, const Tensor& k, cons
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
   dispatch_f32_f64(q.dtype(), "attention (fused) backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const Rows<const T> Q = rows_of<const T>(q), K = rows_of<const T>(k), V = rows_of<const T>(v);
-    const Rows<const T> O = rows_of<const T>(out), GO = rows_of<const T>(gout);
-    const Rows<T> GQ = rows_of<T>(gq), GK = rows_of<T>(gk), GV = rows_of<T>(gv);
+    const HeadMatrices<const T> Q = head_matrices<const T>(q), K = head_matrices<const T>(k), V = head_matrices<const T>(v);
+    const HeadMatrices<const T> O = head_matrices<const T>(out), GO = head_matrices<const T>(gout);
+    const HeadMatrices<T> GQ = head_matrices<T>(gq), GK = head_matrices<T>(gk), GV = head_matrices<T>(gv);
     const T* L = ptr<const T>(lse);
     const T s = T(scale);
 #pragma omp parallel if (in_parallel(B, H, Tq, Tk, D))

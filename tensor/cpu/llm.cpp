@@ -27,21 +27,10 @@ namespace {
 template <typename T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
 template <typename T> T* ptr_or_null(const Tensor* t) { return t ? ptr<T>(*t) : nullptr; }
 
-template <typename F> void dispatch_f32_f64(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::f32: return f(cpu::Tag<float>{});
-    case DType::f64: return f(cpu::Tag<double>{});
-    default: MOX_FAIL(op, " is implemented for f32 and f64 on the CPU, got ", t, "; convert with .to(DType::f32)");
-  }
-}
-
-
-// exp(x) for x ≤ 0 without a libm call in f32 (cpu::vm::exp_nonpositive, vector_math.h), so
-// the softmax and GELU loops vectorise; f64 (gradchecks) uses std::exp.
-template <typename T> inline T exp_nonpositive_of(T x) {
-  if constexpr (std::is_same_v<T, float>) return cpu::vm::exp_nonpositive(x);
-  else return std::exp(x);
-}
+using cpu::dispatch_f32_f64;
+using cpu::head_matrices;
+using cpu::HeadMatrices;
+using cpu::vm::exp_nonpositive_of;
 
 // Σ_{i<n} f(i) in double over 16 interleaved partial sums, so the loop vectorises (a plain
 // running sum must keep its order and stays scalar).
@@ -55,16 +44,6 @@ template <typename F> double lane_sum(int64_t n, F&& f) {
   double total = 0;
   for (double a : acc) total += a;
   return total;
-}
-
-// The (rows, D) matrix of each (batch, head) of a (B, H, rows, D) tensor with unit stride on D.
-template <typename T> struct Heads {
-  T* data;
-  int64_t stride_b, stride_h, ld;
-  T* at(int64_t b, int64_t h) const { return data + b * stride_b + h * stride_h; }
-};
-template <typename T> Heads<T> heads(const Tensor& t) {
-  return {ptr<T>(t), t.stride(0), t.stride(1), t.size(2) == 1 ? t.size(3) : t.stride(2)};
 }
 
 // Row i of s (Tq×Tk) becomes the softmax of its first n_i entries and zeros after them:
@@ -174,8 +153,8 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, bo
   const int64_t plane = Tq * Tk;
   dispatch_f32_f64(q.dtype(), "scaled_dot_product_attention", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const Heads<const T> Q = heads<const T>(q), K = heads<const T>(k), V = heads<const T>(v);
-    const Heads<T> O = heads<T>(out);
+    const HeadMatrices<const T> Q = head_matrices<const T>(q), K = head_matrices<const T>(k), V = head_matrices<const T>(v);
+    const HeadMatrices<T> O = head_matrices<T>(out);
     T* P = ptr_or_null<T>(probs);
     const T* keeps = ptr_or_null<const T>(keep);
 #pragma omp parallel if (attention_in_parallel(B, H, Tq, Tk, D))
@@ -209,9 +188,9 @@ void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tens
   const int64_t plane = Tq * Tk;
   dispatch_f32_f64(q.dtype(), "scaled_dot_product_attention backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const Heads<const T> Q = heads<const T>(q), K = heads<const T>(k), V = heads<const T>(v);
-    const Heads<const T> GO = heads<const T>(gout);
-    const Heads<T> GQ = heads<T>(gq), GK = heads<T>(gk), GV = heads<T>(gv);
+    const HeadMatrices<const T> Q = head_matrices<const T>(q), K = head_matrices<const T>(k), V = head_matrices<const T>(v);
+    const HeadMatrices<const T> GO = head_matrices<const T>(gout);
+    const HeadMatrices<T> GQ = head_matrices<T>(gq), GK = head_matrices<T>(gk), GV = head_matrices<T>(gv);
     const T* P = ptr<const T>(probs);
     const T* keeps = ptr_or_null<const T>(keep);
 #pragma omp parallel if (attention_in_parallel(B, H, Tq, Tk, D))
@@ -339,8 +318,8 @@ void CpuBackend::rotary(const Tensor& x, int64_t start, double theta, bool inver
   dispatch_f32_f64(x.dtype(), "apply_rotary", [&](auto tag) {
     using S = typename decltype(tag)::type;
     const std::vector<S> cs(cos_d.begin(), cos_d.end()), sn(sin_d.begin(), sin_d.end());
-    const Heads<const S> X = heads<const S>(x);
-    const Heads<S> O = heads<S>(out);
+    const HeadMatrices<const S> X = head_matrices<const S>(x);
+    const HeadMatrices<S> O = head_matrices<S>(out);
 #pragma omp parallel for collapse(3) if (x.numel() >= cpu::kParallelGrain) schedule(static)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h)

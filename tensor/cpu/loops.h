@@ -33,6 +33,16 @@ template <typename F> void dispatch_float(DType t, const char* op, F&& f) {
   }
 }
 
+// For kernels written for f32 and f64 only (the transformer layers: llm.cpp,
+// fused_attention.cpp); other dtypes are an error telling the user to convert.
+template <typename F> void dispatch_f32_f64(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::f32: return f(Tag<float>{});
+    case DType::f64: return f(Tag<double>{});
+    default: MOX_FAIL(op, " is implemented for f32 and f64 on the CPU, got ", t, "; convert with .to(DType::f32)");
+  }
+}
+
 template <typename F> void dispatch_all(DType t, const char* op, F&& f) {
   switch (t) {
     case DType::i32: return f(Tag<int32_t>{});
@@ -117,5 +127,17 @@ class StridedLoop {
   int64_t shape_[Shape::kMaxRank] = {};
   int64_t strides_[N][Shape::kMaxRank] = {};
 };
+
+// The (rows, D) matrix of each (batch, head) of a (B, H, rows, D) tensor with unit stride on
+// D: row t of head (b, h) at at(b, h) + t·ld. Head views of (B, T, H, D) memory (a fused qkv
+// projection) qualify without a copy.
+template <typename T> struct HeadMatrices {
+  T* data;
+  int64_t stride_b, stride_h, ld;
+  T* at(int64_t b, int64_t h) const { return data + b * stride_b + h * stride_h; }
+};
+template <typename T> HeadMatrices<T> head_matrices(const Tensor& t) {
+  return {static_cast<T*>(t.raw_data()), t.stride(0), t.stride(1), t.size(2) == 1 ? t.size(3) : t.stride(2)};
+}
 
 }  // namespace mox::cpu

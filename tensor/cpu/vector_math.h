@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace mox::cpu::vm {
 
@@ -44,6 +45,13 @@ MOX_VM_INLINE float exp_nonpositive(float x) {
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return x != x ? x : x < -87.3f ? 0.0f : p * scale;
+}
+
+// exp(x) for x ≤ 0 in a kernel templated on float/double: the approximation above in f32 (so
+// the loop vectorises), libm in f64 (the float64 gradchecks' reference accuracy).
+template <typename T> MOX_VM_INLINE T exp_nonpositive_of(T x) {
+  if constexpr (std::is_same_v<T, float>) return exp_nonpositive(x);
+  else return std::exp(x);
 }
 
 // Φ(x) = (1 + erf(z))/2 = erfc(−z)/2 with z = x/√2. The split follows Arm's

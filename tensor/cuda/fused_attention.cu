@@ -80,6 +80,26 @@ template <typename A> __device__ __forceinline__ A dot(const A* a, const A* b, i
   return s;
 }
 
+// A warp's row accumulator: lane l holds features l, l + 32, …, l + 32·(DPL − 1) (those < D).
+template <typename A, int DPL> __device__ __forceinline__ void zero_row(A (&acc)[DPL]) {
+#pragma unroll
+  for (int c = 0; c < DPL; ++c) acc[c] = A(0);
+}
+// acc += w·row (row: D features in shared memory).
+template <typename A, int DPL>
+__device__ __forceinline__ void add_scaled_row(A (&acc)[DPL], A w, const A* row, int lane, int64_t D) {
+#pragma unroll
+  for (int c = 0; c < DPL; ++c)
+    if (lane + 32 * c < D) acc[c] += w * row[lane + 32 * c];
+}
+// dst[0, D) = factor·acc, converted to T.
+template <typename T, typename A, int DPL>
+__device__ __forceinline__ void store_row(T* dst, const A (&acc)[DPL], A factor, int lane, int64_t D) {
+#pragma unroll
+  for (int c = 0; c < DPL; ++c)
+    if (lane + 32 * c < D) dst[lane + 32 * c] = T(acc[c] * factor);
+}
+
 // Blocks of one kernel: (batch·head) × row tiles, flattened.
 __device__ __forceinline__ void block_rows(int64_t T_, int64_t H, int64_t& b, int64_t& h, int64_t& bh, int64_t& t0) {
   const int64_t tiles = (T_ + kRowsPerBlock - 1) / kRowsPerBlock;
@@ -108,8 +128,7 @@ template <typename T, int DPL> __global__ void __launch_bounds__(kWarps * 32) fu
   for (int r = 0; r < kRows; ++r) {
     m[r] = -INFINITY;
     l[r] = A(0);
-#pragma unroll
-    for (int c = 0; c < DPL; ++c) acc[r][c] = A(0);
+    zero_row(acc[r]);
   }
   const int64_t keys = visible_keys(min(a.Tq, i0 + kRowsPerBlock) - 1, a.Tq, a.Tk, a.causal);
   for (int64_t j0 = 0; j0 < keys; j0 += kTile) {
@@ -135,10 +154,7 @@ template <typename T, int DPL> __global__ void __launch_bounds__(kWarps * 32) fu
       for (int c = 0; c < DPL; ++c) acc[r][c] *= factor;
       const int nt = int(min(int64_t(kTile), n - j0));
       for (int jj = 0; jj < nt; ++jj) {
-        const A wj = __shfl_sync(0xffffffffu, w, jj);
-#pragma unroll
-        for (int c = 0; c < DPL; ++c)
-          if (lane + 32 * c < D) acc[r][c] += wj * vt[jj * D + lane + 32 * c];
+        add_scaled_row(acc[r], __shfl_sync(0xffffffffu, w, jj), vt + jj * D, lane, D);
       }
       m[r] = m_new;
     }
@@ -147,11 +163,7 @@ template <typename T, int DPL> __global__ void __launch_bounds__(kWarps * 32) fu
   for (int r = 0; r < kRows; ++r) {
     const int64_t i = i0 + warp * kRows + r;
     if (i >= a.Tq) continue;
-    const A inv = A(1) / l[r];
-    T* o = a.o_w + a.os.at(b, h, i);
-#pragma unroll
-    for (int c = 0; c < DPL; ++c)
-      if (lane + 32 * c < D) o[lane + 32 * c] = T(acc[r][c] * inv);
+    store_row(a.o_w + a.os.at(b, h, i), acc[r], A(1) / l[r], lane, D);
     if (lane == 0) a.lse[bh * a.Tq + i] = m[r] + log(l[r]);
   }
 }
@@ -206,8 +218,7 @@ template <typename T, int DPL> __global__ void __launch_bounds__(kWarps * 32) fu
     const int64_t i = min(i0 + warp * kRows + r, a.Tq - 1);
     lse[r] = a.lse[bh * a.Tq + i];
     delta[r] = a.delta[bh * a.Tq + i];
-#pragma unroll
-    for (int c = 0; c < DPL; ++c) acc[r][c] = A(0);
+    zero_row(acc[r]);
   }
   const int64_t keys = visible_keys(min(a.Tq, i0 + kRowsPerBlock) - 1, a.Tq, a.Tk, a.causal);
   for (int64_t j0 = 0; j0 < keys; j0 += kTile) {
@@ -229,21 +240,14 @@ template <typename T, int DPL> __global__ void __launch_bounds__(kWarps * 32) fu
                         bh * a.Tq + i, j, w);
       const int nt = int(min(int64_t(kTile), n - j0));
       for (int jj = 0; jj < nt; ++jj) {
-        const A dsj = __shfl_sync(0xffffffffu, ds, jj);
-#pragma unroll
-        for (int c = 0; c < DPL; ++c)
-          if (lane + 32 * c < D) acc[r][c] += dsj * kt[jj * (D + 1) + lane + 32 * c];
+        add_scaled_row(acc[r], __shfl_sync(0xffffffffu, ds, jj), kt + jj * (D + 1), lane, D);
       }
     }
   }
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const int64_t i = i0 + warp * kRows + r;
-    if (i >= a.Tq) continue;
-    T* g = a.gq + a.gqs.at(b, h, i);
-#pragma unroll
-    for (int c = 0; c < DPL; ++c)
-      if (lane + 32 * c < D) g[lane + 32 * c] = T(acc[r][c] * a.scale);
+    if (i < a.Tq) store_row(a.gq + a.gqs.at(b, h, i), acc[r], a.scale, lane, D);
   }
 }
 
@@ -267,9 +271,10 @@ template <typename T, int DPL> __global__ void __launch_bounds__(kWarps * 32) fu
 
   A acck[kRows][DPL], accv[kRows][DPL];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r)
-#pragma unroll
-    for (int c = 0; c < DPL; ++c) acck[r][c] = accv[r][c] = A(0);
+  for (int r = 0; r < kRows; ++r) {
+    zero_row(acck[r]);
+    zero_row(accv[r]);
+  }
   // With `causal`, query i sees key j when i ≥ j − (Tk − Tq): the block's first key decides.
   const int64_t first_query = a.causal ? max(int64_t(0), j0 - (a.Tk - a.Tq)) : 0;
   for (int64_t i0 = first_query; i0 < a.Tq; i0 += kTile) {
@@ -295,13 +300,8 @@ template <typename T, int DPL> __global__ void __launch_bounds__(kWarps * 32) fu
         ds = score_grad(a, qt + lane * (D + 1), gt + lane * (D + 1), kt + row * D, vt + row * D, lse_t[lane],
                         delta_t[lane], bh * a.Tq + i, j, w);
       for (int ii = 0; ii < nt; ++ii) {
-        const A wi = __shfl_sync(0xffffffffu, w, ii), dsi = __shfl_sync(0xffffffffu, ds, ii);
-#pragma unroll
-        for (int c = 0; c < DPL; ++c)
-          if (lane + 32 * c < D) {
-            accv[r][c] += wi * gt[ii * (D + 1) + lane + 32 * c];
-            acck[r][c] += dsi * qt[ii * (D + 1) + lane + 32 * c];
-          }
+        add_scaled_row(accv[r], __shfl_sync(0xffffffffu, w, ii), gt + ii * (D + 1), lane, D);
+        add_scaled_row(acck[r], __shfl_sync(0xffffffffu, ds, ii), qt + ii * (D + 1), lane, D);
       }
     }
   }
@@ -309,14 +309,8 @@ template <typename T, int DPL> __global__ void __launch_bounds__(kWarps * 32) fu
   for (int r = 0; r < kRows; ++r) {
     const int64_t j = j0 + warp * kRows + r;
     if (j >= a.Tk) continue;
-    T* gk = a.gk + a.gks.at(b, h, j);
-    T* gv = a.gv + a.gvs.at(b, h, j);
-#pragma unroll
-    for (int c = 0; c < DPL; ++c)
-      if (lane + 32 * c < D) {
-        gk[lane + 32 * c] = T(acck[r][c] * a.scale);
-        gv[lane + 32 * c] = T(accv[r][c]);
-      }
+    store_row(a.gk + a.gks.at(b, h, j), acck[r], a.scale, lane, D);
+    store_row(a.gv + a.gvs.at(b, h, j), accv[r], A(1), lane, D);
   }
 }
 
