@@ -1,47 +1,20 @@
 // fuzz_text.cpp — libFuzzer target for data::TextDataset on an arbitrary file: the bytes are
-// written to one scratch file per process (the class reads a path), loaded with block_size 4
+// written to a scratch file (fuzz/scratch_file.h; the class reads a path), loaded with block_size 4
 // (automatic tokenizer: char-level for UTF-8, byte-level otherwise), and when that succeeds
 // a batch of each split is sampled from a Generator. Accepted: both splits hold at least
 // block_size + 1 tokens and together the whole corpus; x, y are (2, 4) i64 inside the
 // vocabulary with y = x shifted by one token; the split tokens decode back to the file's
 // bytes; and a second dataset over the same file with the first one's tokenizer (the
 // checkpoint-resume path) holds the same tokens.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "datasets/text.h"
 #include "fuzz/fuzz_common.h"
+#include "fuzz/scratch_file.h"
 
 namespace {
-
-const std::string& scratch_path() {
-  static const std::string path = [] {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string dir = ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : tmp && *tmp ? tmp : "/tmp";
-    return dir + "/mox-fuzz-text." + std::to_string(::getpid()) + ".txt";
-  }();
-  return path;
-}
-
-void write_file(const std::string& path, const uint8_t* data, size_t size) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  MOX_FUZZ_ASSERT(fd >= 0);
-  while (size > 0) {
-    ssize_t w = ::write(fd, data, size);
-    MOX_FUZZ_ASSERT(w > 0);
-    data += w;
-    size -= size_t(w);
-  }
-  ::close(fd);
-}
-
-struct RemoveAtExit {
-  ~RemoveAtExit() { ::unlink(scratch_path().c_str()); }
-} remove_at_exit;
 
 constexpr int64_t kBlock = 4, kBatch = 2;
 
@@ -56,9 +29,9 @@ std::vector<int64_t> to_ids(const mox::Tensor& t) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace mox;
   using namespace mox::data;
-  write_file(scratch_path(), data, size);
+  const mox::fuzz::ScratchFile scratch("text", ".txt", data, size);
   return mox::fuzz::run_one([&] {
-    TextDataset ds(scratch_path(), kBlock);
+    TextDataset ds(scratch.path(), kBlock);
     const int64_t V = ds.tokenizer().vocab_size();
     const int64_t n_train = ds.size(Split::train), n_val = ds.size(Split::val);
     MOX_FUZZ_ASSERT(n_train >= kBlock + 1 && n_val >= kBlock + 1);
@@ -82,7 +55,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         for (int64_t t = 0; t + 1 < kBlock; ++t) MOX_FUZZ_ASSERT(y[r * kBlock + t] == x[r * kBlock + t + 1]);
     }
 
-    TextDataset again(scratch_path(), ds.shared_tokenizer(), kBlock);
+    TextDataset again(scratch.path(), ds.shared_tokenizer(), kBlock);
     MOX_FUZZ_ASSERT(to_ids(again.tokens(Split::train)) == to_ids(ds.tokens(Split::train)));
     MOX_FUZZ_ASSERT(to_ids(again.tokens(Split::val)) == val);
   });
