@@ -3,6 +3,7 @@
 #include "examples/cifar10/ds_config.h"
 
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "dist/ds_config.h"
@@ -20,33 +21,28 @@ struct Mapper {
   void unsupported(bool present, const std::string& key, const std::string& why) const {
     MOX_CHECK(!present, "config '", path, "': '", key, "' is not supported by mox-cifar10 (", why, ")");
   }
+  // The file's value, where it has one, into the option the flag would set.
+  template <typename V, typename O>
+  void take(const std::optional<V>& value, const std::string& key, const std::string& flag, O& option) const {
+    if (!value) return;
+    no_conflict(key, flag);
+    option = *value;
+  }
 };
 
 void apply_optimizer(const Mapper& m, const dist::DsOptimizer& opt, Options& o) {
   m.no_conflict("optimizer.type", "--optimizer");
   o.optimizer = opt.type;
-  if (opt.lr) {
-    m.no_conflict("optimizer.params.lr", "--lr");
-    o.lr = *opt.lr;
-  }
-  if (opt.momentum) {
-    m.no_conflict("optimizer.params.momentum", "--momentum");
-    o.momentum = *opt.momentum;
-  }
-  if (opt.weight_decay) {
-    m.no_conflict("optimizer.params.weight_decay", "--weight-decay");
-    o.weight_decay = *opt.weight_decay;
-  }
+  m.take(opt.lr, "optimizer.params.lr", "--lr", o.lr);
+  m.take(opt.momentum, "optimizer.params.momentum", "--momentum", o.momentum);
+  m.take(opt.weight_decay, "optimizer.params.weight_decay", "--weight-decay", o.weight_decay);
   if (opt.beta1) {
     m.no_conflict("optimizer.params.betas", "--beta1");
     m.no_conflict("optimizer.params.betas", "--beta2");
     o.beta1 = *opt.beta1;
     o.beta2 = *opt.beta2;
   }
-  if (opt.eps) {
-    m.no_conflict("optimizer.params.eps", "--eps");
-    o.eps = *opt.eps;
-  }
+  m.take(opt.eps, "optimizer.params.eps", "--eps", o.eps);
 }
 
 void apply_scheduler(const Mapper& m, const dist::DsScheduler& s, bool lr_in_file, Options& o) {
@@ -98,18 +94,9 @@ void apply_ds_config_text(const std::string& text, const std::string& path, Opti
   }
   m.unsupported(c.zero_stage != 0, "zero_optimization", "no ZeRO in this example; dist/engine.h has stage 1");
   m.unsupported(c.wall_clock_breakdown, "wall_clock_breakdown", "it prints images/s instead");
-  if (c.train_batch_size) {
-    m.no_conflict("train_batch_size", "--batch-size");
-    o.batch_size = *c.train_batch_size;
-  }
-  if (c.steps_per_print) {
-    m.no_conflict("steps_per_print", "--log-interval");
-    o.log_interval = *c.steps_per_print;
-  }
-  if (c.gradient_clipping) {
-    m.no_conflict("gradient_clipping", "--grad-clip");
-    o.grad_clip = *c.gradient_clipping;
-  }
+  m.take(c.train_batch_size, "train_batch_size", "--batch-size", o.batch_size);
+  m.take(c.steps_per_print, "steps_per_print", "--log-interval", o.log_interval);
+  m.take(c.gradient_clipping, "gradient_clipping", "--grad-clip", o.grad_clip);
   if (c.optimizer) apply_optimizer(m, *c.optimizer, o);
   if (c.scheduler) apply_scheduler(m, *c.scheduler, c.optimizer && c.optimizer->lr.has_value(), o);
 }
