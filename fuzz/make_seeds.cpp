@@ -4,7 +4,9 @@
 //
 //   safetensors/  f32 + metadata; every dtype incl. BOOL, a 0-d and a zero-size tensor; "{}"
 //   cifar10/      one record (label 3) and two records (labels 0, 9)
-//   image/        PNG (RGB, grey, RGBA), BMP, baseline JPEG — 5×3 pixels
+//   image/        PNG (RGB, grey, RGBA), BMP, baseline JPEG — 5×3 pixels (the two progressive
+//                 JPEG seeds there are Pillow's, committed as files: stb_image_write has no
+//                 progressive mode)
 //   checkpoint/   fuzz/checkpoint_model.h with Adam, before and after one step
 //   tokenizer/    char- and byte-tokenizer JSON; ASCII, multi-byte UTF-8 and non-UTF-8 corpora
 //   text/         an ASCII and a UTF-8 corpus (char-level), a non-UTF-8 one (byte-level)
