@@ -254,7 +254,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
             " does not end in in_features=", w.size(1), " of weight ", describe(w));
   MOX_CHECK(!b.defined() || (b.dim() == 1 && b.size(0) == w.size(0)), "linear: bias ", describe(b),
             " must have shape [", w.size(0), "]");
-  const int64_t in = w.size(1), outf = w.size(0), rows = x.numel() / std::max<int64_t>(in, 1);
+  const int64_t in = w.size(1), outf = w.size(0);
+  int64_t rows = 1;   // x's leading dims (x.numel() / in fails for in = 0)
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
   Shape out_shape = x.shape();
   out_shape[out_shape.size() - 1] = outf;
   MOX_CHECK(x.dtype() == w.dtype() && x.device() == w.device(), "linear: input ", describe(x), " on ",

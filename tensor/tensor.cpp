@@ -49,6 +49,7 @@ int64_t Tensor::stride(int64_t d) const {
 }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;   // no element to misplace (PyTorch's rule too): (4, 0) has strides (1, 1)
   int64_t expected = 1;
   const Shape& sh = shape();
   const Shape& st = strides();

@@ -449,6 +449,29 @@ TEST(Gradcheck, Matmul) {
       << "narrowed operand";
 }
 
+// Zero in-features: the output is the bias for every row; zero rows: an empty output and
+// zero weight gradients (shapes as PyTorch's).
+TEST(Linear, ZeroInFeaturesOrRows) {
+  Tensor x = zeros({4, 0}), w = zeros({3, 0}), b = from_vector(std::vector<float>{1, 2, 3}, {3});
+  for (Tensor* t : {&x, &w, &b}) t->set_requires_grad();
+  Tensor y = linear(x, w, b);
+  ASSERT_EQ(y.shape(), Shape({4, 3}));
+  EXPECT_EQ(y.to_vector<float>(), std::vector<float>({1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3}));
+  EXPECT_EQ(linear(x, w).to_vector<float>(), std::vector<float>(12, 0.0f));
+  y.backward(ones({4, 3}));
+  EXPECT_EQ(x.grad().shape(), Shape({4, 0}));
+  EXPECT_EQ(w.grad().shape(), Shape({3, 0}));
+  EXPECT_EQ(b.grad().to_vector<float>(), std::vector<float>({4, 4, 4}));
+
+  Tensor none = zeros({0, 5}), w5 = ones({3, 5});
+  none.set_requires_grad();
+  w5.set_requires_grad();
+  Tensor e = linear(none, w5);
+  ASSERT_EQ(e.shape(), Shape({0, 3}));
+  e.backward(zeros({0, 3}));
+  EXPECT_EQ(w5.grad().to_vector<float>(), std::vector<float>(15, 0.0f));
+}
+
 TEST(Gradcheck, Linear) {
   auto lin = [](const V& v) { return linear(v[0], v[1], v[2]); };
   auto lin_nb = [](const V& v) { return linear(v[0], v[1]); };

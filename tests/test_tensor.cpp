@@ -404,6 +404,19 @@ TEST(Views, FlattenAndContiguous) {
   EXPECT_EQ(vals(cl), vals(t.narrow(2, 1, 2)));
 }
 
+// A tensor without elements is contiguous whatever its strides (PyTorch's rule): a fresh
+// (4, 0) tensor has strides (1, 1), and ops that need contiguous memory take it.
+TEST(Views, EmptyTensorsAreContiguous) {
+  for (const Shape& s : {Shape{4, 0}, Shape{0, 4}, Shape{2, 0, 3}, Shape{0}}) {
+    SCOPED_TRACE(::testing::PrintToString(s));
+    EXPECT_TRUE(zeros(s).is_contiguous());
+    const Tensor u = raw::uniform(s, 0.0, 1.0);
+    EXPECT_EQ(u.shape(), s);
+    EXPECT_EQ(u.numel(), 0);
+  }
+  EXPECT_FALSE(arange_f(6, {2, 3}).transpose(0, 1).is_contiguous());
+}
+
 // ============================================================================== printing
 
 TEST(Printing, NestedValuesLikeNumPy) {
