@@ -5,7 +5,8 @@
 // Against the naive reference (tests/attention_reference.h) and the materialised kernel, in
 // values and in gradients: float64 to 1e-12 / 1e-10, float32 to 2e-6, across key-block
 // boundaries (Tk > 64), causal attention with Tk > T (a KV cache), head views of (B, T, H, D)
-// memory, the packed-qkv op and sizes that take the multi-threaded path. Float64 gradchecks,
+// memory, the packed-qkv op (its bit-for-bit equality with the head views, for both kernels,
+// is tests/test_nn_llm.cpp's) and sizes that take the multi-threaded path. Float64 gradchecks,
 // with and without dropout. Under dropout the fused kernel draws the mask the materialised
 // one draws (same generator counters: equal results, equal generator offsets). The setting:
 // "auto" on the CPU is the materialised kernel below 512 keys and the fused one from there,
