@@ -1,9 +1,10 @@
 // math.h — scalar math shared by the CPU and CUDA backends (MOX_HD: host and device).
 //
 // Activations and their derivatives, written once so that the CPU reference and the GPU
-// kernels compute the same function. T is float or double.
+// kernels compute the same function (T is float or double), and integer pow.
 #pragma once
 #include <cmath>
+#include <type_traits>
 
 #include "tensor/dtype.h"
 
@@ -43,6 +44,26 @@ template <typename T> MOX_HD inline T silu(T x) { return x * sigmoid(x); }
 template <typename T> MOX_HD inline T silu_grad(T x) {
   const T s = sigmoid(x);
   return s * (T(1) + x * (T(1) - s));
+}
+
+// Integer pow, exact and the same on every device (PyTorch's integer rule): repeated
+// squaring in the unsigned type of T, so an overflowing power wraps around like every other
+// integer op; a negative exponent gives 1 for a = 1, ±1 for a = −1 (by the exponent's
+// parity) and 0 otherwise — 0 too, where 1 / 0 has no integer value. (A double pow
+// truncated to T, what mox did before, is undefined behaviour for 0^-1 and for powers out
+// of T's range: x86 and the GPU then disagree.)
+template <typename T> MOX_HD inline T int_pow(T a, T b) {
+  static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>, "int_pow is for integer types");
+  if constexpr (std::is_signed_v<T>) {
+    if (b < 0) return a == T(1) ? T(1) : a == T(-1) ? (b % 2 ? T(-1) : T(1)) : T(0);
+  }
+  using U = std::make_unsigned_t<T>;
+  U base = U(a), acc = 1;
+  for (U e = U(b); e; e >>= 1) {
+    if (e & 1u) acc = U(acc * base);
+    base = U(base * base);
+  }
+  return T(acc);
 }
 
 }  // namespace mox::math

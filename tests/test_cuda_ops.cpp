@@ -293,8 +293,10 @@ TEST(CudaElementwise, BinarySpecialValues) {
   Tensor u = from_vector<uint8_t>({250, 3, 0, 128}, {4}), v = from_vector<uint8_t>({10, 5, 1, 2}, {4});
   for (BinaryOp op : {BinaryOp::add, BinaryOp::sub, BinaryOp::mul})
     expect_match(raw::binary(op, cuda(u), cuda(v)), raw::binary(op, u, v), std::string(binary_name(op)) + " u8 wrap");
-  // integer pow exactly (3^4 = 81, 2^10, (−3)^3, x^0 = 1, 0^0 = 1)
-  Tensor p = from_vector<int64_t>({3, 2, -3, 5, 0, 7, -1}, {7}), q = from_vector<int64_t>({4, 10, 3, 0, 0, 9, 7}, {7});
+  // integer pow exactly (3^4 = 81, 2^10, (−3)^3, x^0 = 1, 0^0 = 1, 3^39 > 2^53), negative
+  // exponents (0^-1 = 0, (−1)^-3 = −1, 2^-1 = 0) and overflow wrapping (2^63, 3^40)
+  Tensor p = from_vector<int64_t>({3, 2, -3, 5, 0, 7, -1, 3, 0, -1, 2, 2, 3}, {13}),
+         q = from_vector<int64_t>({4, 10, 3, 0, 0, 9, 7, 39, -1, -3, -1, 63, 40}, {13});
   expect_match(raw::binary(BinaryOp::pow, cuda(p), cuda(q)), raw::binary(BinaryOp::pow, p, q), "i64 pow");
 }
 

@@ -163,6 +163,27 @@ TEST(Elementwise, IntegerAndSixteenBitArithmetic) {
   EXPECT_EQ(raw::binary(BinaryOp::eq, bl, B({1, 1}, {2})).to_vector<bool>(), (vector<bool>{true, false}));
 }
 
+TEST(Elementwise, IntegerPowIsExactAndWraps) {
+  auto pow64 = [](vector<int64_t> a, vector<int64_t> b) {
+    const Shape s{int64_t(a.size())};
+    return raw::binary(BinaryOp::pow, I(a, s), I(b, s)).to_vector<int64_t>();
+  };
+  // exact where a double would round: 3^39 = 4052555153018976267 > 2^53
+  EXPECT_EQ(pow64({3, 2, -3, 5, 0, 3}, {4, 10, 3, 0, 0, 39}), (vector<int64_t>{81, 1024, -27, 1, 1, 4052555153018976267}));
+  // a negative exponent: 1 for 1, ±1 for -1 by parity, 0 for everything else, 0 included
+  EXPECT_EQ(pow64({1, -1, -1, 2, -2, 0, 7}, {-5, -3, -2, -1, -1, -1, -2}), (vector<int64_t>{1, -1, 1, 0, 0, 0, 0}));
+  // overflow wraps around like the other integer ops: 2^63 and 3^40 (mod 2^64), (-2)^63
+  const int64_t mn = std::numeric_limits<int64_t>::min();
+  EXPECT_EQ(pow64({2, 3, -2, 2}, {63, 40, 63, 64}), (vector<int64_t>{mn, int64_t(12157665459056928801ull), mn, 0}));
+  const Tensor i32 = from_vector<int32_t>({2, 3, -2}, {3}), e32 = from_vector<int32_t>({31, 21, 31}, {3});
+  EXPECT_EQ(raw::binary(BinaryOp::pow, i32, e32).to_vector<int32_t>(),
+            (vector<int32_t>{std::numeric_limits<int32_t>::min(), 1870418611, std::numeric_limits<int32_t>::min()}));
+  EXPECT_EQ(raw::binary(BinaryOp::pow, from_vector<uint8_t>({2, 3, 3}, {3}), from_vector<uint8_t>({8, 5, 6}, {3}))
+                .to_vector<uint8_t>(),
+            (vector<uint8_t>{0, 243, 217}));   // 256 and 729 mod 256
+  EXPECT_EQ(raw::binary_scalar(BinaryOp::pow, I({0, 1, 4}, {3}), -1.0).to_vector<int64_t>(), (vector<int64_t>{0, 1, 0}));
+}
+
 TEST(Elementwise, Comparisons) {
   Tensor a = T({1, 2, 3}, {3, 1}), b = T({2, 3}, {1, 2});
   struct Case { BinaryOp op; vector<bool> want; };

@@ -102,7 +102,9 @@ template <typename A> inline A binary_value(BinaryOp op, A a, A b) {
       return a / b;
     case BinaryOp::maximum: return a >= b ? a : b;
     case BinaryOp::minimum: return a <= b ? a : b;
-    case BinaryOp::pow: return A(std::pow(double(a), double(b)));
+    case BinaryOp::pow:
+      if constexpr (std::is_integral_v<A>) return math::int_pow(a, b);
+      else return A(std::pow(double(a), double(b)));
     default: return A(0);
   }
 }

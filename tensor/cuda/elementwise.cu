@@ -176,30 +176,6 @@ __device__ __forceinline__ A unary_derivative(UnaryOp op, A x, A y) {
   return A(0);
 }
 
-// Integer pow, A(pow(double(a), double(b))) as on the CPU but exact: CUDA's double pow may
-// be an ulp off, which truncation to an integer would turn into an error of one. For b ≥ 0
-// the power is built by squaring in double (exact while it stays below 2^53); a negative b
-// uses pow (its results, 0, ±1 or ±inf, truncate alike). u8 results wrap through int64 as
-// x86's truncating conversion does for in-range values.
-template <typename A>
-__device__ __forceinline__ A int_pow(A a, A b) {
-  bool negative = false;
-  if constexpr (std::is_signed_v<A>) negative = b < A(0);
-  double r;
-  if (negative) {
-    r = ::pow(double(a), double(b));
-  } else {
-    double base = double(a), acc = 1.0;
-    for (auto e = uint64_t(b); e; e >>= 1) {
-      if (e & 1u) acc *= base;
-      if (e > 1) base *= base;
-    }
-    r = acc;
-  }
-  if constexpr (std::is_same_v<A, uint8_t>) return A(uint64_t(int64_t(r)));
-  else return A(r);
-}
-
 template <typename A>
 __device__ __forceinline__ A binary_value(BinaryOp op, A a, A b) {
   switch (op) {
@@ -215,7 +191,7 @@ __device__ __forceinline__ A binary_value(BinaryOp op, A a, A b) {
     case BinaryOp::maximum: return a >= b ? a : b;
     case BinaryOp::minimum: return a <= b ? a : b;
     case BinaryOp::pow:
-      if constexpr (std::is_integral_v<A>) return int_pow<A>(a, b);
+      if constexpr (std::is_integral_v<A>) return math::int_pow(a, b);
       else return A(::pow(double(a), double(b)));
     default: return A(0);
   }
