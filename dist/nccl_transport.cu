@@ -162,7 +162,7 @@ class NcclTransport final : public CudaTransport {
     NCCL_ISSUE(ncclCommInitRankConfig(&comm_, n, id, rank, &config), str(w, ": joining the NCCL communicator"), until);
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     CUDA_CHECK(cudaMalloc(&one_, sizeof(float)));
-    CUDA_CHECK(cudaMemset(one_, 0, sizeof(float)));
+    CUDA_CHECK(cudaMemsetAsync(one_, 0, sizeof(float), cuda::stream()));
   }
 
   ~NcclTransport() override {

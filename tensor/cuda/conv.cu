@@ -182,19 +182,21 @@ struct ConvDescs {
     const cudnnDataType_t type = cudnn_type(dt);
     for (int64_t numel : {g.N * g.C * g.H * g.W, g.N * g.OC * g.OH * g.OW, g.OC * g.C * g.KH * g.KW})
       dim(numel, "tensor size", g);
+    // Every size checked before the first descriptor exists: a throw from a constructor
+    // skips the destructor, so nothing may be created yet.
+    const int N = dim(g.N, "N", g), C = dim(g.C, "C", g), H = dim(g.H, "H", g), W = dim(g.W, "W", g);
+    const int OC = dim(g.OC, "OC", g), OH = dim(g.OH, "OH", g), OW = dim(g.OW, "OW", g);
+    const int KH = dim(g.KH, "KH", g), KW = dim(g.KW, "KW", g);
+    const int ph = dim(g.ph, "pad_h", g), pw = dim(g.pw, "pad_w", g), sh = dim(g.sh, "stride_h", g),
+              sw = dim(g.sw, "stride_w", g);
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, type, dim(g.N, "N", g), dim(g.C, "C", g),
-                                           dim(g.H, "H", g), dim(g.W, "W", g)));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, type, dim(g.N, "N", g), dim(g.OC, "OC", g),
-                                           dim(g.OH, "OH", g), dim(g.OW, "OW", g)));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, type, CUDNN_TENSOR_NCHW, dim(g.OC, "OC", g), dim(g.C, "C", g),
-                                           dim(g.KH, "KH", g), dim(g.KW, "KW", g)));
-    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, dim(g.ph, "pad_h", g), dim(g.pw, "pad_w", g),
-                                                dim(g.sh, "stride_h", g), dim(g.sw, "stride_w", g), 1, 1,
-                                                CUDNN_CROSS_CORRELATION,
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, type, N, C, H, W));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, type, N, OC, OH, OW));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, type, CUDNN_TENSOR_NCHW, OC, C, KH, KW));
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, ph, pw, sh, sw, 1, 1, CUDNN_CROSS_CORRELATION,
                                                 dt == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT));
     CUDNN_CHECK(cudnnSetConvolutionMathType(conv, wanted_math(dt)));
   }
@@ -283,6 +285,9 @@ Choice choose(Pass pass, const ConvDescs& d, DType dt, const ConvGeometry& g) {
       return it->second;
     }
   }
+  // The heuristics answer for the descriptor's math type, which the previous pass on these
+  // descriptors may have changed: ask with the one this dtype wants, whatever ran before.
+  CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, wanted_math(dt)));
   Choice c{};
   int returned = 0;
   switch (pass) {

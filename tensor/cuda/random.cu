@@ -6,11 +6,10 @@
 //   uniform f64        low + (high − low)·u53,  then step below high if it rounded onto it
 //   uniform f32/16-bit float(low) + float(high − low)·u24 in float, rounded to the dtype, same step
 //   normal             mean + std·N (N by Box–Muller in double), rounded to the dtype
-// One thing must be pinned down for the numbers to match: GCC at -O3 -march=native on an FMA
-// machine (mox's default build) contracts each `a + b·c` above into one fused multiply-add,
-// and nvcc would do so too, but only where it chooses to; here the fused form is written out
-// (fma/fmaf), which is what the CPU computes on every x86-64-v3 (AVX2+FMA) or newer host. A
-// CPU build without FMA (e.g. ARCH=x86-64) rounds the product first and can differ by an ulp.
+// One thing must be pinned down for the numbers to match: each `a + b·c` above is one fused
+// multiply-add with a single rounding, written out on both sides (std::fma in
+// tensor/cpu/random.cpp — exact on every build, in software where the CPU lacks FMA — and
+// fma/fmaf here), so neither compiler's choice of whether to contract matters.
 //
 // Exactness: uniform is bit-for-bit the CPU's (integer Philox, one correctly rounded fma, the
 // same bit-stepping). normal goes through log and cos in double, where CUDA's libm (≤ 1–2

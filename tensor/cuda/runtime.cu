@@ -53,8 +53,21 @@ void* CudaBackend::allocate(size_t nbytes) {
   return p;
 }
 
+// Called from Storage's destructor, so it never throws: after a sticky CUDA error (say an
+// illegal address in a kernel) every free fails, and a throw here would terminate the
+// process while the error that matters is still unwinding. The first failure is reported on
+// stderr; the context's memory is lost with the context anyway. cudaErrorCudartUnloading
+// (tensors freed by static destructors at exit) is not a failure.
 void CudaBackend::deallocate(void* ptr, size_t) {
-  if (ptr) CUDA_CHECK(cudaFreeAsync(ptr, cuda::stream()));
+  if (!ptr) return;
+  const cudaError_t rc = cudaFreeAsync(ptr, cuda::stream());
+  if (rc == cudaSuccess || rc == cudaErrorCudartUnloading) return;
+  static bool reported = false;
+  if (!reported) {
+    reported = true;
+    std::fprintf(stderr, "mox: cudaFreeAsync failed: %s (later failures to free are not reported)\n",
+                 cudaGetErrorString(rc));
+  }
 }
 
 void CudaBackend::copy_to_host(void* host_dst, const void* src, size_t nbytes) {
