@@ -37,6 +37,8 @@ HAVE_STB      := $(call have_header,stb/stb_image.h)
 HAVE_MPI      := $(shell command -v mpicxx >/dev/null 2>&1 && echo 1)
 CUDA_HOME     ?= $(firstword $(wildcard /usr/local/cuda))
 NVCC          := $(firstword $(wildcard $(CUDA_HOME)/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
+# An nvcc found only on PATH names the toolkit: its headers and libraries are beside it.
+CUDA_HOME     := $(or $(CUDA_HOME),$(patsubst %/bin/nvcc,%,$(NVCC)))
 HAVE_CUDNN    := $(if $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h /usr/include/*/cudnn.h),1)
 HAVE_NCCL     := $(if $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h),1)
 yesno = $(if $(1),found,not found)
@@ -154,6 +156,7 @@ $(BUILD)/obj/%.o: %.cpp
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.cu
+	@$(if $(HAVE_CUDNN),,echo "CUDA backend: nvcc ($(NVCC)) was found but not cuDNN 9 (no cudnn.h in $(CUDA_HOME)/include or /usr/include); install cuDNN or build CPU-only with 'make CUDA=0'" >&2; exit 1)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
