@@ -5,7 +5,8 @@
 // or RGBA file is converted to 3 channels. Sizes may differ between files (the DataLoader
 // refuses to batch mixed sizes). The format is told by the file's magic bytes, not its name;
 // a header that claims more than 16,384 pixels a side or 64 Mi pixels in all is refused
-// before any pixel is decoded.
+// before any pixel is decoded, and so is a JPEG whose scans add up to more than 2^30 samples
+// to decode (16 passes over a 64 Mi-pixel image; see image_guard.h).
 // Not here: resizing, caching decoded images, other formats (GIF, TGA, ...).
 #pragma once
 #include <cstddef>
@@ -19,6 +20,10 @@ namespace mox::data {
 
 constexpr int64_t kMaxImageSide = 16384;
 constexpr int64_t kMaxImagePixels = int64_t(64) << 20;
+// Decoding work a JPEG may ask for: the samples its scans decode, summed over the scans.
+// A standard progressive JPEG (libjpeg's 10-scan script) needs 8 samples per pixel at 4:2:0
+// chroma and 14 at 4:4:4, so every image within the pixel cap fits.
+constexpr int64_t kMaxJpegScanSamples = int64_t(1) << 30;
 
 // Decode an encoded JPEG/PNG/BMP held in memory to RGB u8 (3, H, W); `source` names it in
 // errors, which also name the format (from the magic bytes) and, for absurd dimensions, the

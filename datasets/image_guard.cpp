@@ -5,7 +5,10 @@
 #include "datasets/image_folder.h"
 #include "tensor/error.h"
 
+#include <algorithm>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 namespace mox::data {
 namespace {
@@ -40,9 +43,15 @@ bool is_other_sof(unsigned m) { return m >= 0xC3 && m <= 0xCF && m != 0xC4 && m 
 //     Ah = 0 — a refinement reads raw bits), AC for an AC scan (Ss > 0). stb_image_impl.cpp
 //     also zeroes stb's allocations, so a table this walk takes for defined where stb did
 //     not read it (the walk visits more markers than stb) is empty, never garbage.
+//   - the scans' decoding work stays within kMaxJpegScanSamples: a scan costs the samples of
+//     the components it names (a component of sampling factors h, v in a frame of maxima
+//     hmax, vmax has ceil(W·h/hmax) x ceil(H·v/vmax) of them), from the first frame header,
+//     the only one stb reads.
 void check_jpeg(const Bytes& b, const std::string& source) {
   unsigned defined[2] = {0, 0};   // bit t set: table t of class 0 (DC) / 1 (AC) defined
-  bool progressive = false;
+  bool progressive = false, have_frame = false;
+  int64_t width = 0, height = 0, work = 0;
+  std::vector<std::pair<unsigned, int64_t>> component_samples;   // (component id, samples)
   int scans = 0;
   size_t i = 0;
   while (i < b.n) {
@@ -53,7 +62,21 @@ void check_jpeg(const Bytes& b, const std::string& source) {
     if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) continue;   // no length
     if (marker == 0xD9) return;   // EOI: stb stops here
     const size_t len = b.be16(i);
-    if (is_decodable_sof(marker)) progressive = marker == 0xC2;
+    if (is_decodable_sof(marker) && !have_frame) {   // [length 2][P 1][Y 2][X 2][Nf 1][Nf x (id, h << 4 | v, Tq)]
+      have_frame = true;
+      progressive = marker == 0xC2;
+      height = b.be16(i + 3), width = b.be16(i + 5);
+      const unsigned components = b.at(i + 7);
+      unsigned hmax = 1, vmax = 1;
+      for (unsigned k = 0; k < components; ++k)
+        hmax = std::max(hmax, b.at(i + 9 + 3 * size_t(k)) >> 4), vmax = std::max(vmax, b.at(i + 9 + 3 * size_t(k)) & 15);
+      const bool within_caps = width <= kMaxImageSide && height <= kMaxImageSide && width * height <= kMaxImagePixels;
+      for (unsigned k = 0; k < components && within_caps; ++k) {   // beyond them the dimension cap refuses the file
+        const int64_t h = b.at(i + 9 + 3 * size_t(k)) >> 4, v = b.at(i + 9 + 3 * size_t(k)) & 15;
+        component_samples.emplace_back(b.at(i + 8 + 3 * size_t(k)),
+                                       (width * h + hmax - 1) / hmax * ((height * v + vmax - 1) / vmax));
+      }
+    }
     if (marker == 0xC4) {   // DHT: tables of (class/id byte, 16 code counts, values)
       size_t p = i + 2;
       for (int64_t left = int64_t(len) - 2; left > 0;) {
@@ -81,7 +104,14 @@ void check_jpeg(const Bytes& b, const std::string& source) {
             MOX_FAIL("cannot decode image '", source, "': corrupt JPEG (scan ", scans, " decodes component ",
                      b.at(i + 3 + 2 * size_t(k)), " with the ", table_class ? "AC" : "DC", " Huffman table ", id,
                      ", which no DHT segment before it defines)");
+        const unsigned id = b.at(i + 3 + 2 * size_t(k));
+        for (const auto& [component, samples] : component_samples)
+          if (component == id) work += samples;
       }
+      if (work > kMaxJpegScanSamples)
+        MOX_FAIL("cannot decode image '", source, "': its JPEG scans ask for more decoding work than mox allows (by scan ",
+                 scans, ", ", work, " samples of a ", width, "x", height, " image; at most ", kMaxJpegScanSamples,
+                 ", 16 passes over a ", kMaxImagePixels, "-pixel image) — corrupt or hostile file?");
     }
     i += len;
   }

@@ -2,13 +2,18 @@
 // the format (from the magic bytes), the dimensions the header claims, and structural checks.
 //
 // stb_image 2.27 (Debian 12's libstb-dev, which mox compiles in datasets/stb_image_impl.cpp)
-// trusts some of its input. The fuzzer (fuzz/fuzz_image.cpp) found, and
-// check_image_structure refuses, each with a mox::Error naming the file:
+// trusts some of its input. The fuzzer (fuzz/fuzz_image.cpp) found (the scan budget: pointed
+// at), and check_image_structure refuses, each with a mox::Error naming the file:
 //   - JPEG: a DHT segment whose Huffman table declares more than 256 codes — stb writes past
 //     its tables (heap overflow; fixed upstream in 2.28). stbi_info reaches it too.
 //   - JPEG: a scan (SOS) that decodes with a Huffman table no DHT segment before it defined —
 //     stb reads its never-initialised table memory and indexes the symbol table with
 //     whatever it finds (out-of-bounds read).
+//   - JPEG: scans that add up to more than kMaxJpegScanSamples samples to decode. stb walks
+//     every block of each component a scan names whatever the entropy-coded data holds (past
+//     its end it reads zero bits), so 14 bytes of scan header buy one pass over the image: a
+//     7 KB progressive file claiming 10240x6412 pixels with 300 scans takes minutes (100 AC
+//     scans: 43 s; an ASan build about ten times that).
 //   - PNG: a chunk longer than the bytes left in the file — stb grows its IDAT buffer to the
 //     claimed size first (up to 2 GiB for a 100-byte file) and only then finds the data
 //     missing.

@@ -19,6 +19,7 @@
 #include "datasets/cifar10.h"
 #include "datasets/dataloader.h"
 #include "datasets/image_folder.h"
+#include "datasets/image_guard.h"
 #include "datasets/transforms.h"
 #include "tests/temp_dir.h"
 
@@ -581,6 +582,34 @@ TEST(ImageDecode, ScanWithUndefinedHuffmanTableIsRefused) {
   EXPECT_EQ(progressive(0x00, 1, 63, 0x00),
             "cannot decode image 'p.jpg': corrupt JPEG (scan 1 decodes component 1 with the AC Huffman table 0, "
             "which no DHT segment before it defines)");
+}
+
+// A progressive JPEG of W x H pixels with 4:2:0 chroma (Y 2x2, Cb and Cr 1x1), DC and AC
+// Huffman tables 0, one DC scan of all three components, then `cb_ac_scans` AC scans of Cb.
+// The entropy-coded data is a single zero byte per scan: stb reads zero bits past it.
+std::vector<uint8_t> progressive_420_jpeg(uint16_t w, uint16_t h, int cb_ac_scans) {
+  std::vector<uint8_t> b = {0xFF, 0xD8, 0xFF, 0xC2, 0x00, 0x11, 0x08, uint8_t(h >> 8), uint8_t(h), uint8_t(w >> 8),
+                            uint8_t(w), 0x03, 0x01, 0x22, 0x00, 0x02, 0x11, 0x00, 0x03, 0x11, 0x00,
+                            0xFF, 0xC4, 0x00, 0x26, 0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00,
+                            0x10, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00,
+                            0xFF, 0xDA, 0x00, 0x0C, 0x03, 0x01, 0x00, 0x02, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00};
+  for (int k = 0; k < cb_ac_scans; ++k) b.insert(b.end(), {0xFF, 0xDA, 0x00, 0x08, 0x01, 0x02, 0x00, 0x01, 0x3F, 0x00, 0x00});
+  b.insert(b.end(), {0xFF, 0xD9});
+  return b;
+}
+
+TEST(ImageDecode, JpegScansBeyondTheDecodingBudgetAreRefused) {
+  // 8191 x 8191 (within the pixel cap): Y has 8191^2 = 67,092,481 samples, Cb and Cr
+  // ceil(8191/2)^2 = 16,777,216 each, so the DC scan costs 100,646,913 and each Cb scan
+  // 16,777,216: 58 Cb scans stay within 2^30 (1,073,725,441), the 59th goes over.
+  EXPECT_NO_THROW(check_image_structure(progressive_420_jpeg(8191, 8191, 58).data(),
+                                        progressive_420_jpeg(8191, 8191, 58).size(), "ok.jpg"));
+  EXPECT_EQ(decode_error(progressive_420_jpeg(8191, 8191, 59), "many.jpg"),
+            "cannot decode image 'many.jpg': its JPEG scans ask for more decoding work than mox allows (by scan 60, "
+            "1090502657 samples of a 8191x8191 image; at most 1073741824, 16 passes over a 67108864-pixel image) — "
+            "corrupt or hostile file?");
+  // The budget is on work, not on scans: a small image may have many (each 32 x 32 Cb pass is 1,024 samples).
+  EXPECT_EQ(decode_error(progressive_420_jpeg(64, 64, 2000), "small.jpg").find("decoding work"), std::string::npos);
 }
 
 TEST(ImageDecode, UnknownOrUnsupportedFormatIsNamed) {
