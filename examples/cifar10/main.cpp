@@ -311,7 +311,7 @@ int main(int argc, char** argv) {
   mox::configure_cpu_runtime(argv);
   int world_size = 1, rank = 0;
   if (!mox::examples::start_ranks("mox-cifar10", world_size, rank)) return 2;
-  mox::cifar10::Options options = mox::cifar10::parse_options(argc, argv, world_size);
+  mox::cifar10::Options options = mox::cifar10::parse_options(argc, argv, world_size, rank);
   try {
     return mox::dist::finish(mox::cifar10::run(options));
   } catch (const std::exception& e) {

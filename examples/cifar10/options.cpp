@@ -27,7 +27,7 @@ const CLI::Validator kPositive = finite_in(0, HUGE_VAL, true, "POSITIVE");
 const CLI::Validator kNonNegative = finite_in(0, HUGE_VAL, false, "NONNEGATIVE");
 }  // namespace
 
-Options parse_options(int argc, char** argv, int64_t world_size) {
+Options parse_options(int argc, char** argv, int64_t world_size, int rank) {
   Options o;
   o.data = default_data_dir();
   CLI::App app{"mox-cifar10: train the DeepSpeed/PyTorch tutorial CIFAR-10 Net on the CPU"};
@@ -95,11 +95,12 @@ Options parse_options(int argc, char** argv, int64_t world_size) {
   if (!o.config.empty()) {
     try {
       apply_ds_config(o.config, o, [&](const std::string& flag) { return app.count(flag) > 0; });
-      std::printf("mox-cifar10: config %s: batch %lld, %s lr %g (momentum %g, betas %g %g, eps %g, weight decay %g), "
-                  "schedule %s (warmup %lld steps from %g, %s), gradient clipping %g, log every %lld steps\n",
-                  o.config.c_str(), (long long)o.batch_size, o.optimizer.c_str(), o.lr, o.momentum, o.beta1, o.beta2,
-                  o.eps, o.weight_decay, o.schedule.c_str(), (long long)o.warmup_steps, o.warmup_min_lr,
-                  o.warmup_type.c_str(), o.grad_clip, (long long)o.log_interval);
+      if (rank == 0)
+        std::printf("mox-cifar10: config %s: batch %lld, %s lr %g (momentum %g, betas %g %g, eps %g, weight decay %g), "
+                    "schedule %s (warmup %lld steps from %g, %s), gradient clipping %g, log every %lld steps\n",
+                    o.config.c_str(), (long long)o.batch_size, o.optimizer.c_str(), o.lr, o.momentum, o.beta1, o.beta2,
+                    o.eps, o.weight_decay, o.schedule.c_str(), (long long)o.warmup_steps, o.warmup_min_lr,
+                    o.warmup_type.c_str(), o.grad_clip, (long long)o.log_interval);
       std::fflush(stdout);
     } catch (const std::exception& e) {
       std::cerr << "mox-cifar10: " << e.what() << "\n";

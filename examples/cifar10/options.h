@@ -53,9 +53,9 @@ struct Options {
   int64_t world_size = 1;
 };
 
-// Parses argv for a job of `world_size` ranks. On --help prints usage and exits 0; on a bad
-// flag or value (including a batch or expert count the ranks cannot split) prints the
-// problem and exits 2.
-Options parse_options(int argc, char** argv, int64_t world_size = 1);
+// Parses argv for a job of `world_size` ranks, as rank `rank` (rank 0 prints what a --config
+// file set). On --help prints usage and exits 0; on a bad flag or value (including a batch or
+// expert count the ranks cannot split) prints the problem and exits 2.
+Options parse_options(int argc, char** argv, int64_t world_size = 1, int rank = 0);
 
 }  // namespace mox::cifar10
