@@ -102,8 +102,9 @@ Tensor norm_fn(const char* op, const Tensor& x, const Tensor& w, const Tensor& b
   Tensor xc = raw::contiguous(x);                                        // (rows, C) in memory
   Tensor wc = w.defined() ? raw::contiguous(w) : Tensor();
   Tensor bc = b.defined() ? raw::contiguous(b) : Tensor();
-  Tensor mean = center ? empty({rows}, x.dtype(), x.device()) : Tensor();   // (rows)
-  Tensor rstd = empty({rows}, x.dtype(), x.device());                       // (rows)
+  const DType stats = x.dtype() == DType::f64 ? DType::f64 : DType::f32;    // compute type: f32 for 16-bit x
+  Tensor mean = center ? empty({rows}, stats, x.device()) : Tensor();       // (rows)
+  Tensor rstd = empty({rows}, stats, x.device());                           // (rows)
   Tensor y = empty(x.shape(), x.dtype(), x.device());
   backend(x.device()).norm(xc, wc.defined() ? &wc : nullptr, bc.defined() ? &bc : nullptr, eps,
                            center ? &mean : nullptr, rstd, y);

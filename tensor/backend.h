@@ -144,7 +144,7 @@ class Backend {
   // Normalise each row of contiguous x (rows, C) into contiguous y: with `mean` (LayerNorm)
   // y = (x − μ)·r·w + b, r = 1/√(var + eps) (biased variance); without it (RMSNorm)
   // y = x·r·w + b, r = 1/√(mean(x²) + eps). w, b (C) may be null (1 and 0). mean and rstd
-  // (rows) receive μ and r for the backward.
+  // (rows) receive μ and r for the backward, in x's compute type (f64 for f64 x, else f32).
   virtual void norm(const Tensor& x, const Tensor* w, const Tensor* b, double eps, const Tensor* mean,
                     const Tensor& rstd, const Tensor& y) = 0;
   // From norm's saved μ (null for RMSNorm) and r; any of gx/gw/gb may be null when not

@@ -36,6 +36,13 @@ DType acc_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
 
 unsigned row_blocks(int64_t rows) { return unsigned(std::min<int64_t>(rows, 65535 * 8)); }
 
+// The kernels read and write norm's saved μ and r in x's compute type (backend.h).
+void check_norm_stats(const char* op, const Tensor& x, const Tensor* mean, const Tensor& rstd) {
+  for (const Tensor* t : {mean, &rstd})
+    MOX_CHECK(!t || t->dtype() == acc_dtype(x.dtype()), op, " on CUDA: saved statistics ", describe(*t),
+              " must be ", acc_dtype(x.dtype()), " for input ", describe(x));
+}
+
 // ------------------------------------------------------------------------ column sums
 // out0[c] = Σ_r v0(r, c) and out1[c] = Σ_r v1(r, c) over a (rows, C) grid of values that the
 // functor f adds into (v0, v1). Blocks of 32 columns × 8 row lanes each sum one chunk of rows
@@ -98,10 +105,11 @@ void column_sums(F f, int64_t rows, int64_t C, T* out0, T* out1, DType dtype, De
 
 // ------------------------------------------------------------------------ norm kernels
 
-// y = (x − μ)·r·w + b per row (μ = 0 without `center`); mean/rstd receive μ and r.
+// y = (x − μ)·r·w + b per row (μ = 0 without `center`); mean/rstd receive μ and r in the
+// compute type (f32 for 16-bit x: a bf16 r would carry a 0.4 % error into the backward).
 template <typename T>
-__global__ void norm_kernel(const T* x, const T* w, const T* b, double eps, bool center, T* mean, T* rstd, T* y,
-                            int64_t rows, int64_t C) {
+__global__ void norm_kernel(const T* x, const T* w, const T* b, double eps, bool center, cuda::acc_t<T>* mean,
+                            cuda::acc_t<T>* rstd, T* y, int64_t rows, int64_t C) {
   using A = cuda::acc_t<T>;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * C;
@@ -118,8 +126,8 @@ __global__ void norm_kernel(const T* x, const T* w, const T* b, double eps, bool
     }
     const A rs = A(1) / sqrt(cuda::block_sum(v) / A(C) + A(eps));
     if (threadIdx.x == 0) {
-      if (mean) mean[r] = T(mu);
-      rstd[r] = T(rs);
+      if (mean) mean[r] = mu;
+      rstd[r] = rs;
     }
     T* yr = y + r * C;
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
@@ -131,13 +139,13 @@ __global__ void norm_kernel(const T* x, const T* w, const T* b, double eps, bool
 
 // gx = r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)), ĝ = gy·w, x̂ = (x − μ)·r (no mean(ĝ) term for RMSNorm).
 template <typename T>
-__global__ void norm_backward_kernel(const T* x, const T* w, const T* mean, const T* rstd, const T* gy, T* gx,
-                                     int64_t rows, int64_t C) {
+__global__ void norm_backward_kernel(const T* x, const T* w, const cuda::acc_t<T>* mean, const cuda::acc_t<T>* rstd,
+                                     const T* gy, T* gx, int64_t rows, int64_t C) {
   using A = cuda::acc_t<T>;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * C;
     const T* gr = gy + r * C;
-    const A m = mean ? A(mean[r]) : A(0), s = A(rstd[r]);
+    const A m = mean ? mean[r] : A(0), s = rstd[r];
     A sum_g = A(0), sum_gh = A(0);
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
       const A g = w ? A(gr[c]) * A(w[c]) : A(gr[c]);
@@ -156,13 +164,15 @@ __global__ void norm_backward_kernel(const T* x, const T* w, const T* mean, cons
 
 // (gy·x̂, gy) at (r, c), for gw and gb.
 template <typename T> struct NormParamGrads {
-  const T *x, *mean, *rstd, *gy;
+  const T* x;
+  const cuda::acc_t<T>*mean, *rstd;
+  const T* gy;
   int64_t C;
   __device__ void operator()(int64_t r, int64_t c, cuda::acc_t<T>& v0, cuda::acc_t<T>& v1) const {
     using A = cuda::acc_t<T>;
     const A g = A(gy[r * C + c]);
-    const A m = mean ? A(mean[r]) : A(0);
-    v0 += g * ((A(x[r * C + c]) - m) * A(rstd[r]));
+    const A m = mean ? mean[r] : A(0);
+    v0 += g * ((A(x[r * C + c]) - m) * rstd[r]);
     v1 += g;
   }
 };
@@ -334,11 +344,13 @@ __global__ void rotary_kernel(const T* x, T* out, const cuda::acc_t<T>* cs, cons
 void CudaBackend::norm(const Tensor& x, const Tensor* w, const Tensor* b, double eps, const Tensor* mean,
                        const Tensor& rstd, const Tensor& y) {
   const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  check_norm_stats("norm", x, mean, rstd);
   if (rows == 0) return;
   MOX_CUDA_DISPATCH_FLOAT(x.dtype(), mean ? "layer_norm" : "rms_norm", T, {
+    using A = cuda::acc_t<T>;
     norm_kernel<T><<<row_blocks(rows), cuda::row_threads(C), 0, cuda::stream()>>>(
-        cptr<T>(x), cptr_or_null<T>(w), cptr_or_null<T>(b), eps, mean != nullptr, mptr_or_null<T>(mean),
-        mptr<T>(rstd), mptr<T>(y), rows, C);
+        cptr<T>(x), cptr_or_null<T>(w), cptr_or_null<T>(b), eps, mean != nullptr, mptr_or_null<A>(mean),
+        mptr<A>(rstd), mptr<T>(y), rows, C);
     CUDA_CHECK_LAUNCH();
   });
 }
@@ -346,15 +358,17 @@ void CudaBackend::norm(const Tensor& x, const Tensor* w, const Tensor* b, double
 void CudaBackend::norm_backward(const Tensor& x, const Tensor* w, const Tensor* mean, const Tensor& rstd,
                                 const Tensor& gy, const Tensor* gx, const Tensor* gw, const Tensor* gb) {
   const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  check_norm_stats("norm_backward", x, mean, rstd);
   MOX_CUDA_DISPATCH_FLOAT(x.dtype(), mean ? "layer_norm backward" : "rms_norm backward", T, {
+    using A = cuda::acc_t<T>;
     if (gx && rows > 0) {
       norm_backward_kernel<T><<<row_blocks(rows), cuda::row_threads(C), 0, cuda::stream()>>>(
-          cptr<T>(x), cptr_or_null<T>(w), cptr_or_null<T>(mean), cptr<T>(rstd), cptr<T>(gy), mptr<T>(*gx), rows,
+          cptr<T>(x), cptr_or_null<T>(w), cptr_or_null<A>(mean), cptr<A>(rstd), cptr<T>(gy), mptr<T>(*gx), rows,
           C);
       CUDA_CHECK_LAUNCH();
     }
     if (gw || gb) {
-      const NormParamGrads<T> f{cptr<T>(x), cptr_or_null<T>(mean), cptr<T>(rstd), cptr<T>(gy), C};
+      const NormParamGrads<T> f{cptr<T>(x), cptr_or_null<A>(mean), cptr<A>(rstd), cptr<T>(gy), C};
       column_sums<T>(f, rows, C, mptr_or_null<T>(gw), mptr_or_null<T>(gb), x.dtype(), x.device());
     }
   });
