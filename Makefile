@@ -38,7 +38,7 @@ HAVE_MPI      := $(shell command -v mpicxx >/dev/null 2>&1 && echo 1)
 CUDA_HOME     ?= $(firstword $(wildcard /usr/local/cuda))
 NVCC          := $(firstword $(wildcard $(CUDA_HOME)/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
 # An nvcc found only on PATH names the toolkit: its headers and libraries are beside it.
-CUDA_HOME     := $(or $(CUDA_HOME),$(patsubst %/bin/nvcc,%,$(NVCC)))
+CUDA_HOME     := $(or $(CUDA_HOME),$(patsubst %/bin/nvcc,%,$(filter %/bin/nvcc,$(realpath $(NVCC)))))
 HAVE_CUDNN    := $(if $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h /usr/include/*/cudnn.h),1)
 HAVE_NCCL     := $(if $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h),1)
 yesno = $(if $(1),found,not found)

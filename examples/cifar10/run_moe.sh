@@ -22,7 +22,7 @@ NUM_GPUS=${NUM_GPUS:-1}
 DATA=${DATA:-${MOX_DATA:-$root/data}/cifar10}
 config=${CONFIG:-$here/ds_config.json}
 [ -f "$config" ] || config="$here/$config"
-[ -f "$config" ] || { echo "run_moe.sh: CONFIG '${CONFIG}' not found (here or in $here)" >&2; exit 2; }
+[ -f "$config" ] || { echo "run_moe.sh: CONFIG '${CONFIG-}' not found (here or in $here)" >&2; exit 2; }
 if [ "$NUM_GPUS" != 1 ]; then
   per_rank=$(sed -n 's/.*"train_batch_size": *\([0-9][0-9]*\).*/\1/p' "$config")
   [ -n "$per_rank" ] || { echo "run_moe.sh: no train_batch_size in $config" >&2; exit 2; }

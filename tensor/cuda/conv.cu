@@ -182,29 +182,36 @@ struct ConvDescs {
     const cudnnDataType_t type = cudnn_type(dt);
     for (int64_t numel : {g.N * g.C * g.H * g.W, g.N * g.OC * g.OH * g.OW, g.OC * g.C * g.KH * g.KW})
       dim(numel, "tensor size", g);
-    // Every size checked before the first descriptor exists: a throw from a constructor
-    // skips the destructor, so nothing may be created yet.
+    // Every size is checked before the first descriptor exists, and a cuDNN failure after it
+    // destroys what was made: a throw from a constructor skips the destructor.
     const int N = dim(g.N, "N", g), C = dim(g.C, "C", g), H = dim(g.H, "H", g), W = dim(g.W, "W", g);
     const int OC = dim(g.OC, "OC", g), OH = dim(g.OH, "OH", g), OW = dim(g.OW, "OW", g);
     const int KH = dim(g.KH, "KH", g), KW = dim(g.KW, "KW", g);
     const int ph = dim(g.ph, "pad_h", g), pw = dim(g.pw, "pad_w", g), sh = dim(g.sh, "stride_h", g),
               sw = dim(g.sw, "stride_w", g);
-    CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
-    CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
-    CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
-    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, type, N, C, H, W));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, type, N, OC, OH, OW));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, type, CUDNN_TENSOR_NCHW, OC, C, KH, KW));
-    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, ph, pw, sh, sw, 1, 1, CUDNN_CROSS_CORRELATION,
-                                                dt == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT));
-    CUDNN_CHECK(cudnnSetConvolutionMathType(conv, wanted_math(dt)));
+    try {
+      CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
+      CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
+      CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
+      CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
+      CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, type, N, C, H, W));
+      CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, type, N, OC, OH, OW));
+      CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, type, CUDNN_TENSOR_NCHW, OC, C, KH, KW));
+      CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, ph, pw, sh, sw, 1, 1, CUDNN_CROSS_CORRELATION,
+                                                  dt == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT));
+      CUDNN_CHECK(cudnnSetConvolutionMathType(conv, wanted_math(dt)));
+    } catch (...) {
+      destroy();
+      throw;
+    }
   }
-  ~ConvDescs() {   // errors on teardown are ignored: nothing useful can be done with them
+  ~ConvDescs() { destroy(); }
+  void destroy() {   // errors on teardown are ignored: nothing useful can be done with them
     if (conv) cudnnDestroyConvolutionDescriptor(conv);
     if (w) cudnnDestroyFilterDescriptor(w);
     if (y) cudnnDestroyTensorDescriptor(y);
     if (x) cudnnDestroyTensorDescriptor(x);
+    conv = nullptr, w = nullptr, y = nullptr, x = nullptr;
   }
   ConvDescs(const ConvDescs&) = delete;
   ConvDescs& operator=(const ConvDescs&) = delete;

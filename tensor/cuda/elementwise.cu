@@ -17,8 +17,9 @@
 //
 // Not exact vs the CPU: transcendental functions (exp, log, tanh, erf, pow of floats, …)
 // are CUDA's (≤ 2 ulp) rather than glibc's, and FMA contraction may differ, so float results
-// agree to rounding, not bitwise. Integer results are exact, except where the CPU itself is
-// undefined (a float → int cast out of range or NaN; integer pow overflowing its dtype).
+// agree to rounding, not bitwise. Integer results are exact (integer pow too: math::int_pow,
+// shared with the CPU), except where the CPU itself is undefined (a float → int cast out of
+// range or NaN).
 // Not here: reductions (reduce.cu), type promotion (mox never promotes; the front-end checks).
 #include <type_traits>
 

@@ -4,6 +4,7 @@
 // release threshold raised to "never", so freed blocks stay in the pool and steady-state
 // training performs no cudaMalloc/cudaFree. Host↔device copies are cudaMemcpyAsync on the
 // backend's stream followed by a stream synchronisation (the host buffer is then safe).
+#include <atomic>
 #include <cstdio>
 #include <string>
 
@@ -56,18 +57,19 @@ void* CudaBackend::allocate(size_t nbytes) {
 // Called from Storage's destructor, so it never throws: after a sticky CUDA error (say an
 // illegal address in a kernel) every free fails, and a throw here would terminate the
 // process while the error that matters is still unwinding. The first failure is reported on
-// stderr; the context's memory is lost with the context anyway. cudaErrorCudartUnloading
-// (tensors freed by static destructors at exit) is not a failure.
+// stderr (from any thread) and cleared from the runtime's last-error slot, so that the next
+// kernel launch check does not report it as its own; the context's memory is lost with the
+// context anyway. cudaErrorCudartUnloading (tensors freed by static destructors at exit) is
+// not a failure.
 void CudaBackend::deallocate(void* ptr, size_t) {
   if (!ptr) return;
   const cudaError_t rc = cudaFreeAsync(ptr, cuda::stream());
   if (rc == cudaSuccess || rc == cudaErrorCudartUnloading) return;
-  static bool reported = false;
-  if (!reported) {
-    reported = true;
+  (void)cudaGetLastError();
+  static std::atomic<bool> reported{false};
+  if (!reported.exchange(true))
     std::fprintf(stderr, "mox: cudaFreeAsync failed: %s (later failures to free are not reported)\n",
                  cudaGetErrorString(rc));
-  }
 }
 
 void CudaBackend::copy_to_host(void* host_dst, const void* src, size_t nbytes) {
