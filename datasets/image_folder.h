@@ -5,8 +5,8 @@
 // or RGBA file is converted to 3 channels. Sizes may differ between files (the DataLoader
 // refuses to batch mixed sizes). The format is told by the file's magic bytes, not its name;
 // a header that claims more than 16,384 pixels a side or 64 Mi pixels in all is refused
-// before any pixel is decoded, and so is a JPEG whose scans add up to more than 2^30 samples
-// to decode (16 passes over a 64 Mi-pixel image; see image_guard.h).
+// before any pixel is decoded, and so is a JPEG whose scans would walk its image more than 8
+// times over (kMaxJpegScanPasses; see image_guard.h).
 // Not here: resizing, caching decoded images, other formats (GIF, TGA, ...).
 #pragma once
 #include <cstddef>
@@ -20,10 +20,12 @@ namespace mox::data {
 
 constexpr int64_t kMaxImageSide = 16384;
 constexpr int64_t kMaxImagePixels = int64_t(64) << 20;
-// Decoding work a JPEG may ask for: the samples its scans decode, summed over the scans.
-// A standard progressive JPEG (libjpeg's 10-scan script) needs 8 samples per pixel at 4:2:0
-// chroma and 14 at 4:4:4, so every image within the pixel cap fits.
-constexpr int64_t kMaxJpegScanSamples = int64_t(1) << 30;
+// Decoding work a JPEG may ask for: its scans may walk the frame's 8x8 blocks at most this
+// many times over (datasets/image_guard.cpp). libjpeg's progressive scripts walk each block
+// at most 6 times (its generic script, used for RGB and CMYK: 2 DC and 4 AC scans per
+// component; its YCbCr one 4.7 on average), a baseline JPEG once. The worst file within the
+// pixel cap, a 4-component frame, may thus ask for 2^31 samples: about 13 s to decode.
+constexpr int64_t kMaxJpegScanPasses = 8;
 
 // Decode an encoded JPEG/PNG/BMP held in memory to RGB u8 (3, H, W); `source` names it in
 // errors, which also name the format (from the magic bytes) and, for absurd dimensions, the

@@ -6,8 +6,9 @@
 #include "tensor/error.h"
 
 #include <algorithm>
+#include <array>
+#include <optional>
 #include <tuple>
-#include <utility>
 #include <vector>
 
 namespace mox::data {
@@ -43,15 +44,48 @@ bool is_other_sof(unsigned m) { return m >= 0xC3 && m <= 0xCF && m != 0xC4 && m 
 //     Ah = 0 — a refinement reads raw bits), AC for an AC scan (Ss > 0). stb_image_impl.cpp
 //     also zeroes stb's allocations, so a table this walk takes for defined where stb did
 //     not read it (the walk visits more markers than stb) is empty, never garbage.
-//   - the scans' decoding work stays within kMaxJpegScanSamples: a scan costs the samples of
-//     the components it names (a component of sampling factors h, v in a frame of maxima
-//     hmax, vmax has ceil(W·h/hmax) x ceil(H·v/vmax) of them), from the first frame header,
-//     the only one stb reads.
+//   - the scans walk at most kMaxJpegScanPasses times the frame's 8x8 blocks, counted as stb
+//     walks them (JpegFrame), from the first frame header, the only one stb reads.
+// The blocks of 8x8 samples stb walks for each scan of a frame, whatever the scan's data
+// holds. A component of sampling factors h, v (maxima hmax, vmax) covers ceil(W·h/hmax) x
+// ceil(H·v/vmax) samples. A scan of one component walks that component's blocks; a scan of
+// several walks whole MCUs, ceil(W/(8·hmax)) x ceil(H/(8·vmax)) of them, with h·v blocks of
+// each component in every MCU, padding included. The frame's blocks are the latter summed
+// over its components: the coefficients stb keeps, each of which a decoder fills at least once.
+struct JpegFrame {
+  struct Component {
+    unsigned id;
+    int64_t alone, interleaved;   // blocks walked by a scan of this component alone / with others
+  };
+  std::vector<Component> components;
+  int64_t blocks = 0;
+
+  JpegFrame(int64_t width, int64_t height, const std::vector<std::array<unsigned, 3>>& id_h_v) {
+    unsigned hmax = 1, vmax = 1;
+    for (const auto& [id, h, v] : id_h_v) hmax = std::max(hmax, h), vmax = std::max(vmax, v);
+    auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+    const int64_t mcus = ceil_div(width, 8 * hmax) * ceil_div(height, 8 * vmax);
+    for (const auto& [id, h, v] : id_h_v) {
+      const int64_t alone = ceil_div(ceil_div(width * h, hmax), 8) * ceil_div(ceil_div(height * v, vmax), 8);
+      components.push_back({id, alone, mcus * h * v});
+      blocks += mcus * h * v;
+    }
+  }
+  // Blocks walked by a scan of these component ids (an id not in the frame: stb refuses it).
+  int64_t scan_blocks(const std::vector<unsigned>& ids) const {
+    int64_t n = 0;
+    for (unsigned id : ids)
+      for (const Component& c : components)
+        if (c.id == id) n += ids.size() == 1 ? c.alone : c.interleaved;
+    return n;
+  }
+};
+
 void check_jpeg(const Bytes& b, const std::string& source) {
   unsigned defined[2] = {0, 0};   // bit t set: table t of class 0 (DC) / 1 (AC) defined
   bool progressive = false, have_frame = false;
-  int64_t width = 0, height = 0, work = 0;
-  std::vector<std::pair<unsigned, int64_t>> component_samples;   // (component id, samples)
+  std::optional<JpegFrame> frame;   // absent until the first SOF, or when the caps refuse its size
+  int64_t width = 0, height = 0, walked = 0;
   int scans = 0;
   size_t i = 0;
   while (i < b.n) {
@@ -66,16 +100,13 @@ void check_jpeg(const Bytes& b, const std::string& source) {
       have_frame = true;
       progressive = marker == 0xC2;
       height = b.be16(i + 3), width = b.be16(i + 5);
-      const unsigned components = b.at(i + 7);
-      unsigned hmax = 1, vmax = 1;
-      for (unsigned k = 0; k < components; ++k)
-        hmax = std::max(hmax, b.at(i + 9 + 3 * size_t(k)) >> 4), vmax = std::max(vmax, b.at(i + 9 + 3 * size_t(k)) & 15);
-      const bool within_caps = width <= kMaxImageSide && height <= kMaxImageSide && width * height <= kMaxImagePixels;
-      for (unsigned k = 0; k < components && within_caps; ++k) {   // beyond them the dimension cap refuses the file
-        const int64_t h = b.at(i + 9 + 3 * size_t(k)) >> 4, v = b.at(i + 9 + 3 * size_t(k)) & 15;
-        component_samples.emplace_back(b.at(i + 8 + 3 * size_t(k)),
-                                       (width * h + hmax - 1) / hmax * ((height * v + vmax - 1) / vmax));
+      std::vector<std::array<unsigned, 3>> id_h_v;
+      for (unsigned k = 0; k < b.at(i + 7); ++k) {
+        const unsigned hv = b.at(i + 9 + 3 * size_t(k));
+        id_h_v.push_back({b.at(i + 8 + 3 * size_t(k)), hv >> 4, hv & 15});
       }
+      if (width <= kMaxImageSide && height <= kMaxImageSide && width * height <= kMaxImagePixels)
+        frame.emplace(width, height, id_h_v);   // beyond the caps the dimension check refuses the file
     }
     if (marker == 0xC4) {   // DHT: tables of (class/id byte, 16 code counts, values)
       size_t p = i + 2;
@@ -97,21 +128,21 @@ void check_jpeg(const Bytes& b, const std::string& source) {
       const size_t params = i + 3 + 2 * size_t(components);
       const unsigned ss = b.at(params), ah = b.at(params + 2) >> 4;
       const bool uses_dc = !progressive || (ss == 0 && ah == 0), uses_ac = !progressive || ss > 0;
+      std::vector<unsigned> ids;
       for (unsigned k = 0; k < components && k < 4; ++k) {   // stb refuses Ns > 4 itself
+        ids.push_back(b.at(i + 3 + 2 * size_t(k)));
         const unsigned tables = b.at(i + 4 + 2 * size_t(k)), dc = tables >> 4, ac = tables & 15;
         for (const auto& [used, table_class, id] : {std::tuple{uses_dc, 0u, dc}, std::tuple{uses_ac, 1u, ac}})
           if (used && id <= 3 && !(defined[table_class] >> id & 1))
             MOX_FAIL("cannot decode image '", source, "': corrupt JPEG (scan ", scans, " decodes component ",
                      b.at(i + 3 + 2 * size_t(k)), " with the ", table_class ? "AC" : "DC", " Huffman table ", id,
                      ", which no DHT segment before it defines)");
-        const unsigned id = b.at(i + 3 + 2 * size_t(k));
-        for (const auto& [component, samples] : component_samples)
-          if (component == id) work += samples;
       }
-      if (work > kMaxJpegScanSamples)
+      if (frame && (walked += frame->scan_blocks(ids)) > kMaxJpegScanPasses * frame->blocks)
         MOX_FAIL("cannot decode image '", source, "': its JPEG scans ask for more decoding work than mox allows (by scan ",
-                 scans, ", ", work, " samples of a ", width, "x", height, " image; at most ", kMaxJpegScanSamples,
-                 ", 16 passes over a ", kMaxImagePixels, "-pixel image) — corrupt or hostile file?");
+                 scans, " they walk ", walked, " blocks of 8x8 samples, more than ", kMaxJpegScanPasses,
+                 " times the ", frame->blocks, " of the ", width, "x", height,
+                 " frame; libjpeg's progressive scripts need at most 6) — corrupt or hostile file?");
     }
     i += len;
   }

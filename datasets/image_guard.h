@@ -9,11 +9,11 @@
 //   - JPEG: a scan (SOS) that decodes with a Huffman table no DHT segment before it defined —
 //     stb reads its never-initialised table memory and indexes the symbol table with
 //     whatever it finds (out-of-bounds read).
-//   - JPEG: scans that add up to more than kMaxJpegScanSamples samples to decode. stb walks
-//     every block of each component a scan names whatever the entropy-coded data holds (past
-//     its end it reads zero bits), so 14 bytes of scan header buy one pass over the image: a
-//     7 KB progressive file claiming 10240x6412 pixels with 300 scans takes minutes (100 AC
-//     scans: 43 s; an ASan build about ten times that).
+//   - JPEG: scans that walk the frame's blocks more than kMaxJpegScanPasses times over. stb
+//     walks every block of each component a scan names whatever the entropy-coded data holds
+//     (past its end it reads zero bits), so 11 bytes of scan header buy one pass over the
+//     image: a 1.5 KB progressive file claiming 10240x6412 pixels with 100 AC scans took 43 s,
+//     300 scans minutes (an ASan build about ten times that).
 //   - PNG: a chunk longer than the bytes left in the file — stb grows its IDAT buffer to the
 //     claimed size first (up to 2 GiB for a 100-byte file) and only then finds the data
 //     missing.

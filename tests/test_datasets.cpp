@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -584,32 +585,91 @@ TEST(ImageDecode, ScanWithUndefinedHuffmanTableIsRefused) {
             "which no DHT segment before it defines)");
 }
 
-// A progressive JPEG of W x H pixels with 4:2:0 chroma (Y 2x2, Cb and Cr 1x1), DC and AC
-// Huffman tables 0, one DC scan of all three components, then `cb_ac_scans` AC scans of Cb.
-// The entropy-coded data is a single zero byte per scan: stb reads zero bits past it.
-std::vector<uint8_t> progressive_420_jpeg(uint16_t w, uint16_t h, int cb_ac_scans) {
-  std::vector<uint8_t> b = {0xFF, 0xD8, 0xFF, 0xC2, 0x00, 0x11, 0x08, uint8_t(h >> 8), uint8_t(h), uint8_t(w >> 8),
-                            uint8_t(w), 0x03, 0x01, 0x22, 0x00, 0x02, 0x11, 0x00, 0x03, 0x11, 0x00,
-                            0xFF, 0xC4, 0x00, 0x26, 0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00,
-                            0x10, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00,
-                            0xFF, 0xDA, 0x00, 0x0C, 0x03, 0x01, 0x00, 0x02, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00};
-  for (int k = 0; k < cb_ac_scans; ++k) b.insert(b.end(), {0xFF, 0xDA, 0x00, 0x08, 0x01, 0x02, 0x00, 0x01, 0x3F, 0x00, 0x00});
+// The markers of a progressive JPEG: a W x H frame of components {id, h, v}, DC and AC
+// Huffman tables 0, then one scan per entry — the component ids it names, an AC scan (1..63)
+// or a DC one — each with a zero byte of entropy-coded data (stb reads zero bits past it),
+// then EOI.
+struct ScanOf {
+  std::vector<uint8_t> ids;
+  bool ac;
+};
+std::vector<uint8_t> progressive_jpeg(uint16_t w, uint16_t h, const std::vector<std::array<uint8_t, 3>>& components,
+                                      const std::vector<ScanOf>& scans) {
+  std::vector<uint8_t> b = {0xFF, 0xD8, 0xFF, 0xC2, 0x00, uint8_t(8 + 3 * components.size()), 0x08, uint8_t(h >> 8),
+                            uint8_t(h), uint8_t(w >> 8), uint8_t(w), uint8_t(components.size())};
+  for (const auto& [id, hs, vs] : components) b.insert(b.end(), {id, uint8_t(hs << 4 | vs), 0x00});
+  b.insert(b.end(), {0xFF, 0xC4, 0x00, 0x26, 0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00,
+                     0x10, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00});
+  for (const ScanOf& scan : scans) {
+    b.insert(b.end(), {0xFF, 0xDA, 0x00, uint8_t(6 + 2 * scan.ids.size()), uint8_t(scan.ids.size())});
+    for (uint8_t id : scan.ids) b.insert(b.end(), {id, 0x00});
+    b.insert(b.end(), {uint8_t(scan.ac ? 1 : 0), uint8_t(scan.ac ? 63 : 0), 0x00, 0x00});
+  }
   b.insert(b.end(), {0xFF, 0xD9});
   return b;
 }
 
+std::string structure_error(const std::vector<uint8_t>& jpeg, const std::string& source) {
+  return error_of([&] { check_image_structure(jpeg.data(), jpeg.size(), source); });
+}
+
+// libjpeg's progressive scripts (jcparam.c, jpeg_simple_progression): the generic one (RGB,
+// CMYK) walks every block 6 times, the YCbCr one 6 times for luma and 4 for each chroma.
+std::vector<ScanOf> libjpeg_script(int ncomponents) {
+  std::vector<uint8_t> all;
+  for (int c = 1; c <= ncomponents; ++c) all.push_back(uint8_t(c));
+  std::vector<ScanOf> s = {{all, false}};
+  if (ncomponents == 3) {   // YCbCr: Y AC 1-5, Cr AC, Cb AC, Y AC 6-63, Y AC refine, DC refine, Cb, Cr, Y refine
+    for (uint8_t id : {1, 3, 2, 1, 1}) s.push_back({{id}, true});
+    s.push_back({all, false});
+    for (uint8_t id : {3, 2, 1}) s.push_back({{id}, true});
+  } else {                  // per component AC 1-5, 6-63, refine; DC refine; per component AC refine
+    for (uint8_t id : all) s.insert(s.end(), {{{id}, true}, {{id}, true}, {{id}, true}});
+    s.push_back({all, false});
+    for (uint8_t id : all) s.push_back({{id}, true});
+  }
+  return s;
+}
+
 TEST(ImageDecode, JpegScansBeyondTheDecodingBudgetAreRefused) {
-  // 8191 x 8191 (within the pixel cap): Y has 8191^2 = 67,092,481 samples, Cb and Cr
-  // ceil(8191/2)^2 = 16,777,216 each, so the DC scan costs 100,646,913 and each Cb scan
-  // 16,777,216: 58 Cb scans stay within 2^30 (1,073,725,441), the 59th goes over.
-  EXPECT_NO_THROW(check_image_structure(progressive_420_jpeg(8191, 8191, 58).data(),
-                                        progressive_420_jpeg(8191, 8191, 58).size(), "ok.jpg"));
-  EXPECT_EQ(decode_error(progressive_420_jpeg(8191, 8191, 59), "many.jpg"),
-            "cannot decode image 'many.jpg': its JPEG scans ask for more decoding work than mox allows (by scan 60, "
-            "1090502657 samples of a 8191x8191 image; at most 1073741824, 16 passes over a 67108864-pixel image) — "
-            "corrupt or hostile file?");
-  // The budget is on work, not on scans: a small image may have many (each 32 x 32 Cb pass is 1,024 samples).
-  EXPECT_EQ(decode_error(progressive_420_jpeg(64, 64, 2000), "small.jpg").find("decoding work"), std::string::npos);
+  // 17 x 17 at 4:2:0 (Y 2x2, Cb and Cr 1x1): 2 x 2 MCUs of 16 x 16 pixels, so the DC scan of
+  // all three components walks 4·(4 + 1 + 1) = 24 blocks (padding included) — the frame's
+  // blocks — and an AC scan of Y alone ceil(17/8)^2 = 9. The budget, 8 x 24 = 192, holds the
+  // DC scan and 18 Y scans (186 blocks); the 19th makes 195.
+  const std::vector<std::array<uint8_t, 3>> yuv420 = {{1, 2, 2}, {2, 1, 1}, {3, 1, 1}};
+  auto dc_then_y = [&](int y_scans, uint16_t side) {
+    std::vector<ScanOf> scans = {{{1, 2, 3}, false}};
+    scans.insert(scans.end(), size_t(y_scans), ScanOf{{1}, true});
+    return progressive_jpeg(side, side, yuv420, scans);
+  };
+  EXPECT_EQ(structure_error(dc_then_y(18, 17), "ok.jpg"), "");
+  EXPECT_EQ(decode_error(dc_then_y(19, 17), "many.jpg"),
+            "cannot decode image 'many.jpg': its JPEG scans ask for more decoding work than mox allows (by scan 20 "
+            "they walk 195 blocks of 8x8 samples, more than 8 times the 24 of the 17x17 frame; libjpeg's progressive "
+            "scripts need at most 6) — corrupt or hostile file?");
+  // The same at 8191 x 8191 (512 x 512 MCUs: 1,572,864 blocks; Y alone 1024^2): 10 Y scans fit.
+  EXPECT_EQ(structure_error(dc_then_y(10, 8191), "big.jpg"), "");
+  EXPECT_NE(structure_error(dc_then_y(11, 8191), "big.jpg").find("by scan 12 they walk 13107200 blocks"), std::string::npos);
+  // A 1-pixel-wide image pays per block like any other: 2,048 blocks, a DC and 7 AC scans fit.
+  auto grey_column = [&](int ac_scans) {
+    std::vector<ScanOf> scans = {{{1}, false}};
+    scans.insert(scans.end(), size_t(ac_scans), ScanOf{{1}, true});
+    return progressive_jpeg(1, 16384, {{1, 1, 1}}, scans);
+  };
+  EXPECT_EQ(structure_error(grey_column(7), "column.jpg"), "");
+  EXPECT_NE(structure_error(grey_column(8), "column.jpg").find("by scan 9 they walk 18432 blocks"), std::string::npos);
+  // libjpeg's scripts pass at the largest size allowed: YCbCr (4:4:4), RGB and CMYK.
+  for (int n : {3, 4}) {
+    std::vector<std::array<uint8_t, 3>> full;
+    for (int c = 1; c <= n; ++c) full.push_back({uint8_t(c), 1, 1});
+    EXPECT_EQ(structure_error(progressive_jpeg(8192, 8192, full, libjpeg_script(n)), "real.jpg"), "") << n;
+  }
+  std::vector<ScanOf> rgb = libjpeg_script(4);   // the generic script for 3 components
+  rgb.erase(std::remove_if(rgb.begin(), rgb.end(), [](const ScanOf& s) { return s.ids.size() == 1 && s.ids[0] == 4; }),
+            rgb.end());
+  for (ScanOf& s : rgb)
+    if (s.ids.size() == 4) s.ids.pop_back();
+  EXPECT_EQ(structure_error(progressive_jpeg(8192, 8192, {{1, 1, 1}, {2, 1, 1}, {3, 1, 1}}, rgb), "rgb.jpg"), "");
 }
 
 TEST(ImageDecode, UnknownOrUnsupportedFormatIsNamed) {
