@@ -26,10 +26,12 @@ mkdir -p "$out"
 for seed in "$@"; do
   for net in dense moe; do
     extra=(); [ $net = moe ] && extra=("${moe[@]}")
-    echo build/bin/mox-cifar10 --data "$DATA" --threads 1 "${common[@]}" \
+    # one quoted command line per run (paths may hold spaces), two run at a time
+    printf '%q ' build/bin/mox-cifar10 --data "$DATA" --threads 1 "${common[@]}" \
       --seed "$seed" "${extra[@]}" --metrics "$out/${recipe}_${net}_s$seed.jsonl"
+    echo
   done
-done | xargs -P 2 -I{} sh -c '{} > /dev/null'
+done | xargs -d '\n' -P 2 -I{} bash -c '{} > /dev/null'
 accuracy() { grep '"split":"test"' "$1" | tail -1 | sed 's/.*"accuracy":\([0-9.]*\).*/\1/'; }
 echo "| seed | dense | MoE | gap |"; echo "|---|---|---|---|"
 for seed in "$@"; do
