@@ -57,10 +57,11 @@ struct JpegFrame {
     unsigned id;
     int64_t alone, interleaved;   // blocks walked by a scan of this component alone / with others
   };
+  int64_t width, height;
   std::vector<Component> components;
   int64_t blocks = 0;
 
-  JpegFrame(int64_t width, int64_t height, const std::vector<std::array<unsigned, 3>>& id_h_v) {
+  JpegFrame(int64_t w, int64_t h, const std::vector<std::array<unsigned, 3>>& id_h_v) : width(w), height(h) {
     unsigned hmax = 1, vmax = 1;
     for (const auto& [id, h, v] : id_h_v) hmax = std::max(hmax, h), vmax = std::max(vmax, v);
     auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
@@ -85,7 +86,7 @@ void check_jpeg(const Bytes& b, const std::string& source) {
   unsigned defined[2] = {0, 0};   // bit t set: table t of class 0 (DC) / 1 (AC) defined
   bool progressive = false, have_frame = false;
   std::optional<JpegFrame> frame;   // absent until the first SOF, or when the caps refuse its size
-  int64_t width = 0, height = 0, walked = 0;
+  int64_t walked = 0;
   int scans = 0;
   size_t i = 0;
   while (i < b.n) {
@@ -99,7 +100,7 @@ void check_jpeg(const Bytes& b, const std::string& source) {
     if (is_decodable_sof(marker) && !have_frame) {   // [length 2][P 1][Y 2][X 2][Nf 1][Nf x (id, h << 4 | v, Tq)]
       have_frame = true;
       progressive = marker == 0xC2;
-      height = b.be16(i + 3), width = b.be16(i + 5);
+      const int64_t height = b.be16(i + 3), width = b.be16(i + 5);
       std::vector<std::array<unsigned, 3>> id_h_v;
       for (unsigned k = 0; k < b.at(i + 7); ++k) {
         const unsigned hv = b.at(i + 9 + 3 * size_t(k));
@@ -135,13 +136,13 @@ void check_jpeg(const Bytes& b, const std::string& source) {
         for (const auto& [used, table_class, id] : {std::tuple{uses_dc, 0u, dc}, std::tuple{uses_ac, 1u, ac}})
           if (used && id <= 3 && !(defined[table_class] >> id & 1))
             MOX_FAIL("cannot decode image '", source, "': corrupt JPEG (scan ", scans, " decodes component ",
-                     b.at(i + 3 + 2 * size_t(k)), " with the ", table_class ? "AC" : "DC", " Huffman table ", id,
+                     ids.back(), " with the ", table_class ? "AC" : "DC", " Huffman table ", id,
                      ", which no DHT segment before it defines)");
       }
       if (frame && (walked += frame->scan_blocks(ids)) > kMaxJpegScanPasses * frame->blocks)
         MOX_FAIL("cannot decode image '", source, "': its JPEG scans ask for more decoding work than mox allows (by scan ",
                  scans, " they walk ", walked, " blocks of 8x8 samples, more than ", kMaxJpegScanPasses,
-                 " times the ", frame->blocks, " of the ", width, "x", height,
+                 " times the ", frame->blocks, " of the ", frame->width, "x", frame->height,
                  " frame; libjpeg's progressive scripts need at most 6) — corrupt or hostile file?");
     }
     i += len;
