@@ -30,6 +30,12 @@ struct Bytes {
 bool is_decodable_sof(unsigned m) { return m == 0xC0 || m == 0xC1 || m == 0xC2; }
 bool is_other_sof(unsigned m) { return m >= 0xC3 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC; }
 
+// A frame header's size; i is the byte after the SOF marker: [length 2][precision 1][height 2][width 2].
+struct SofSize {
+  int64_t width, height;
+};
+SofSize sof_size(const Bytes& b, size_t i) { return {b.be16(i + 5), b.be16(i + 3)}; }
+
 // JPEG: walk the markers as stb's parser does — segments skipped by their length, anything
 // else scanned byte by byte to the next 0xFF (stb does so for padding between segments and
 // for entropy-coded data), stuffed zeros and restart markers passed over, fill bytes
@@ -100,7 +106,7 @@ void check_jpeg(const Bytes& b, const std::string& source) {
     if (is_decodable_sof(marker) && !have_frame) {   // [length 2][P 1][Y 2][X 2][Nf 1][Nf x (id, h << 4 | v, Tq)]
       have_frame = true;
       progressive = marker == 0xC2;
-      const int64_t height = b.be16(i + 3), width = b.be16(i + 5);
+      const auto [width, height] = sof_size(b, i);
       std::vector<std::array<unsigned, 3>> id_h_v;
       for (unsigned k = 0; k < b.at(i + 7); ++k) {
         const unsigned hv = b.at(i + 9 + 3 * size_t(k));
@@ -210,10 +216,11 @@ bool jpeg_dimensions(const Bytes& b, int64_t* w, int64_t* h, std::string* note) 
               " frame), which mox's decoder (stb_image) does not support; it reads baseline and progressive JPEGs";
       return false;
     }
-    if (is_decodable_sof(marker)) {   // [length 2][precision 1][height 2][width 2]
+    if (is_decodable_sof(marker)) {
       if (i + 7 > b.n) return false;
-      *h = b.be16(i + 3);
-      *w = b.be16(i + 5);
+      const SofSize size = sof_size(b, i);
+      *w = size.width;
+      *h = size.height;
       return true;
     }
     if (marker == 0xDA || marker == 0xD9) return false;   // a scan or the end before any frame
