@@ -91,7 +91,7 @@ Tensor norm_fn(const char* op, const Tensor& x, const Tensor& w, const Tensor& b
   MOX_CHECK(eps >= 0, op, ": eps=", eps, " must be non-negative");
   if (autograd::widen_on_cpu({&x, &w, &b}))
     return norm_fn(op, x.to(DType::f32), autograd::widened(w), autograd::widened(b), eps, center).to(x.dtype());
-  const int64_t C = x.size(-1), rows = x.numel() / C;
+  const int64_t C = x.size(-1), rows = x.shape().last_dim_rows();
   for (const Tensor* p : {&w, &b}) {
     if (!p->defined()) continue;
     const char* what = p == &w ? "weight" : "bias";

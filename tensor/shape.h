@@ -55,6 +55,9 @@ class Shape {
 
   // Product of extents; checks for int64 overflow (a hostile file may declare huge shapes).
   int64_t numel() const;
+  // Rows of the matrix view [numel / last, last] that row-wise kernels (softmax, norms,
+  // top-k) walk; 0 when the last extent is 0 (such rows hold nothing to compute) or rank 0.
+  int64_t last_dim_rows() const { return n_ && d_[n_ - 1] ? numel() / d_[n_ - 1] : 0; }
 
   bool operator==(const Shape& o) const {
     if (n_ != o.n_) return false;

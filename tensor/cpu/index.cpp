@@ -131,7 +131,7 @@ void CpuBackend::index_add(const Tensor& out, int dim, const Tensor& index, cons
 }
 
 void CpuBackend::topk(const Tensor& x, int64_t k, bool largest, const Tensor& values, const Tensor& indices) {
-  const int64_t n = x.shape().back(), rows = n ? x.numel() / n : 0;
+  const int64_t n = x.shape().back(), rows = x.shape().last_dim_rows();
   cpu::dispatch_all(x.dtype(), "topk", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
@@ -157,7 +157,7 @@ void CpuBackend::topk(const Tensor& x, int64_t k, bool largest, const Tensor& va
 }
 
 void CpuBackend::argsort(const Tensor& x, bool descending, const Tensor& indices) {
-  const int64_t n = x.shape().back(), rows = n ? x.numel() / n : 0;
+  const int64_t n = x.shape().back(), rows = x.shape().last_dim_rows();
   cpu::dispatch_all(x.dtype(), "argsort", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;

@@ -71,7 +71,7 @@ bool attention_in_parallel(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t
 
 void CpuBackend::norm(const Tensor& x, const Tensor* w, const Tensor* b, double eps, const Tensor* mean,
                       const Tensor& rstd, const Tensor& y) {
-  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  const int64_t C = x.size(-1), rows = x.shape().last_dim_rows();
   dispatch_f32_f64(x.dtype(), mean ? "layer_norm" : "rms_norm", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T *xs = ptr<T>(x), *ws = ptr_or_null<T>(w), *bs = ptr_or_null<T>(b);
@@ -96,7 +96,7 @@ void CpuBackend::norm(const Tensor& x, const Tensor* w, const Tensor* b, double 
 
 void CpuBackend::norm_backward(const Tensor& x, const Tensor* w, const Tensor* mean, const Tensor& rstd,
                                const Tensor& gy, const Tensor* gx, const Tensor* gw, const Tensor* gb) {
-  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  const int64_t C = x.size(-1), rows = x.shape().last_dim_rows();
   dispatch_f32_f64(x.dtype(), mean ? "layer_norm backward" : "rms_norm backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T *xs = ptr<T>(x), *ws = ptr_or_null<T>(w), *mus = ptr_or_null<T>(mean), *rss = ptr<T>(rstd);
@@ -253,7 +253,7 @@ template <typename T> struct Gelu {
 }  // namespace
 
 void CpuBackend::bias_gelu(const Tensor& x, const Tensor* b, const Tensor& y) {
-  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  const int64_t C = x.size(-1), rows = x.shape().last_dim_rows();
   dispatch_f32_f64(x.dtype(), "bias_gelu", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const std::vector<T> no_bias(b ? 0 : size_t(C), T(0));   // a branch-free loop vectorises
@@ -270,7 +270,7 @@ void CpuBackend::bias_gelu(const Tensor& x, const Tensor* b, const Tensor& y) {
 
 void CpuBackend::bias_gelu_backward(const Tensor& x, const Tensor* b, const Tensor& gy, const Tensor& gx,
                                     const Tensor* gb) {
-  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  const int64_t C = x.size(-1), rows = x.shape().last_dim_rows();
   dispatch_f32_f64(x.dtype(), "bias_gelu backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const std::vector<T> no_bias(b ? 0 : size_t(C), T(0));

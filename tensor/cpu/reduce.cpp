@@ -137,7 +137,7 @@ void CpuBackend::arg_reduce(bool is_max, const Tensor& x, int dim, const Tensor&
 }
 
 void CpuBackend::softmax(const Tensor& x, bool log, const Tensor& out) {
-  const int64_t cols = x.shape().back(), rows = x.numel() / (cols ? cols : 1);
+  const int64_t cols = x.shape().back(), rows = x.shape().last_dim_rows();
   cpu::dispatch_float(x.dtype(), "softmax", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
@@ -166,7 +166,7 @@ void CpuBackend::softmax(const Tensor& x, bool log, const Tensor& out) {
 }
 
 void CpuBackend::softmax_backward(const Tensor& y, const Tensor& gy, bool log, const Tensor& gx) {
-  const int64_t cols = y.shape().back(), rows = y.numel() / (cols ? cols : 1);
+  const int64_t cols = y.shape().back(), rows = y.shape().last_dim_rows();
   cpu::dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;

@@ -82,6 +82,14 @@ struct Scratch {
 #define MOX_GRID_STRIDE(i, n) \
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(blockDim.x) * gridDim.x)
 
+// Warp-per-row grid-stride loop: each warp of 32 lanes takes one row r at a time and strides
+// by the grid's warps. Whole warps step together, so shuffles in the body stay convergent.
+// Launch with warp_row_blocks(rows, threads per block).
+#define MOX_WARP_ROWS(r, rows)                                                       \
+  for (int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; r < (rows); \
+       r += int64_t(gridDim.x) * (blockDim.x >> 5))
+inline unsigned warp_row_blocks(int64_t rows, int threads = kThreads) { return blocks_for(rows * 32, threads); }
+
 }  // namespace mox::cuda
 
 // Calls `__VA_ARGS__` with `T` bound to the C++ type of `dtype` (all mox dtypes).

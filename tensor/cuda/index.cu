@@ -219,37 +219,36 @@ template <typename A> __device__ __forceinline__ A shfl_xor(A v, int m) {
 }
 
 constexpr int64_t kSelectMaxK = 32, kSelectMaxN = 16384;
-constexpr int kRowsPerBlock = kBlock / kWarp;
 
 template <typename T>
 __global__ void topk_select_kernel(const T* x, int64_t rows, int64_t n, int64_t k, bool largest, T* values,
                                    int64_t* indices) {
   using A = acc_t<T>;
-  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
-  if (r >= rows) return;   // whole warps leave together
-  const T* row = x + r * n;
-  A pv = A(0);
-  int64_t pi = -1;   // the previous pick
-  for (int64_t j = 0; j < k; ++j) {
-    A bv = A(0);
-    int64_t bi = -1;
-    for (int64_t c = lane; c < n; c += kWarp) {
-      const A v = A(row[c]);
-      if (pi >= 0 && !before(largest, pv, pi, v, c)) continue;   // already picked
-      if (bi < 0 || before(largest, v, c, bv, bi)) { bv = v; bi = c; }
+  MOX_WARP_ROWS(r, rows) {
+    const T* row = x + r * n;
+    A pv = A(0);
+    int64_t pi = -1;   // the previous pick
+    for (int64_t j = 0; j < k; ++j) {
+      A bv = A(0);
+      int64_t bi = -1;
+      for (int64_t c = lane; c < n; c += kWarp) {
+        const A v = A(row[c]);
+        if (pi >= 0 && !before(largest, pv, pi, v, c)) continue;   // already picked
+        if (bi < 0 || before(largest, v, c, bv, bi)) { bv = v; bi = c; }
+      }
+      for (int m = kWarp / 2; m > 0; m >>= 1) {   // butterfly: every lane ends with the winner
+        const A ov = shfl_xor(bv, m);
+        const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, m);
+        if (oi >= 0 && (bi < 0 || before(largest, ov, oi, bv, bi))) { bv = ov; bi = oi; }
+      }
+      if (lane == 0) {
+        values[r * k + j] = row[bi];
+        indices[r * k + j] = bi;
+      }
+      pv = bv;
+      pi = bi;
     }
-    for (int m = kWarp / 2; m > 0; m >>= 1) {   // butterfly: every lane ends with the winner
-      const A ov = shfl_xor(bv, m);
-      const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, m);
-      if (oi >= 0 && (bi < 0 || before(largest, ov, oi, bv, bi))) { bv = ov; bi = oi; }
-    }
-    if (lane == 0) {
-      values[r * k + j] = row[bi];
-      indices[r * k + j] = bi;
-    }
-    pv = bv;
-    pi = bi;
   }
 }
 
@@ -315,10 +314,10 @@ void index_add_typed(const Tensor& out, int dim, const Tensor& index, const Tens
 
 template <typename T>
 void topk_typed(const Tensor& x, int64_t k, bool largest, const Tensor& values, const Tensor& indices) {
-  const int64_t n = x.shape().back(), rows = n ? x.numel() / n : 0;
+  const int64_t n = x.shape().back(), rows = x.shape().last_dim_rows();
   if (rows == 0 || k == 0) return;
   if (k <= kSelectMaxK && n <= kSelectMaxN) {
-    topk_select_kernel<T><<<unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kBlock, 0, cuda::stream()>>>(
+    topk_select_kernel<T><<<cuda::warp_row_blocks(rows, kBlock), kBlock, 0, cuda::stream()>>>(
         ptr<T>(x), rows, n, k, largest, ptr<T>(values), ptr<int64_t>(indices));
     CUDA_CHECK_LAUNCH();
     return;
@@ -374,7 +373,7 @@ void CudaBackend::topk(const Tensor& x, int64_t k, bool largest, const Tensor& v
 }
 
 void CudaBackend::argsort(const Tensor& x, bool descending, const Tensor& indices) {
-  const int64_t n = x.shape().back(), rows = n ? x.numel() / n : 0;
+  const int64_t n = x.shape().back(), rows = x.shape().last_dim_rows();
   if (rows == 0) return;
   MOX_CUDA_DISPATCH_ALL(x.dtype(), T, sort_rows<T>(x, rows, n, descending, ptr<int64_t>(indices)));
 }

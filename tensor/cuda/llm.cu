@@ -188,8 +188,7 @@ __global__ void attention_softmax_kernel(T* p, const T* keep, T* w, bool write_p
                                          int64_t Tk, bool causal) {
   using A = cuda::acc_t<T>;
   const int lane = threadIdx.x & 31;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {
+  MOX_WARP_ROWS(r, rows) {
     T* row = p + r * Tk;
     const int64_t i = r % Tq, n = causal ? i + Tk - Tq + 1 : Tk;
     A m = -INFINITY;
@@ -211,8 +210,7 @@ template <typename T>
 __global__ void attention_softmax_backward_kernel(const T* p, const T* keep, T* dp, int64_t rows, int64_t Tk) {
   using A = cuda::acc_t<T>;
   const int lane = threadIdx.x & 31;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {
+  MOX_WARP_ROWS(r, rows) {
     const T* pr = p + r * Tk;
     T* dr = dp + r * Tk;
     const T* kr = keep ? keep + r * Tk : nullptr;
@@ -233,10 +231,6 @@ __global__ void attention_softmax_backward_kernel(const T* p, const T* keep, T* 
 template <typename T> __global__ void mul_kernel(const T* a, const T* b, T* out, int64_t n) {
   using A = cuda::acc_t<T>;
   MOX_GRID_STRIDE(i, n) out[i] = T(A(a[i]) * A(b[i]));
-}
-
-unsigned warp_row_blocks(int64_t rows) {   // 8 warps (rows) per block of 256 threads
-  return unsigned(std::min<int64_t>((rows + 7) / 8, 65535 * 8));
 }
 
 // The (rows, D) matrix of each (batch, head) of a (B, H, rows, D) tensor with unit stride on D.
@@ -343,7 +337,7 @@ __global__ void rotary_kernel(const T* x, T* out, const cuda::acc_t<T>* cs, cons
 
 void CudaBackend::norm(const Tensor& x, const Tensor* w, const Tensor* b, double eps, const Tensor* mean,
                        const Tensor& rstd, const Tensor& y) {
-  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  const int64_t C = x.size(-1), rows = x.shape().last_dim_rows();
   check_norm_stats("norm", x, mean, rstd);
   if (rows == 0) return;
   MOX_CUDA_DISPATCH_FLOAT(x.dtype(), mean ? "layer_norm" : "rms_norm", T, {
@@ -357,7 +351,7 @@ void CudaBackend::norm(const Tensor& x, const Tensor* w, const Tensor* b, double
 
 void CudaBackend::norm_backward(const Tensor& x, const Tensor* w, const Tensor* mean, const Tensor& rstd,
                                 const Tensor& gy, const Tensor* gx, const Tensor* gw, const Tensor* gb) {
-  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+  const int64_t C = x.size(-1), rows = x.shape().last_dim_rows();
   check_norm_stats("norm_backward", x, mean, rstd);
   MOX_CUDA_DISPATCH_FLOAT(x.dtype(), mean ? "layer_norm backward" : "rms_norm backward", T, {
     using A = cuda::acc_t<T>;
@@ -386,7 +380,7 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, b
   const Tensor& weights = keep ? scratch : p;   // what multiplies v
   head_gemm(dt, B, H, false, true, Tq, Tk, D, scale, heads(q), heads(k), 0.0, plane_heads(p, H, Tq, Tk));
   MOX_CUDA_DISPATCH_FLOAT(dt, "scaled_dot_product_attention", T, {
-    attention_softmax_kernel<T><<<warp_row_blocks(rows), 256, 0, cuda::stream()>>>(
+    attention_softmax_kernel<T><<<cuda::warp_row_blocks(rows, 256), 256, 0, cuda::stream()>>>(
         mptr<T>(p), cptr_or_null<T>(keep), keep ? mptr<T>(scratch) : nullptr, /*write_p=*/probs != nullptr || !keep,
         rows, Tq, Tk, causal);
     CUDA_CHECK_LAUNCH();
@@ -413,7 +407,7 @@ void CudaBackend::attention_backward(const Tensor& q, const Tensor& k, const Ten
     head_gemm(dt, B, H, true, false, Tk, D, Tq, 1.0, plane_heads(weights, H, Tq, Tk), heads(gout), 0.0,
               heads(gv));                                                                              // gv = wᵀ·gout
     head_gemm(dt, B, H, false, true, Tq, Tk, D, 1.0, heads(gout), heads(v), 0.0, plane_heads(dp, H, Tq, Tk));  // gout·vᵀ
-    attention_softmax_backward_kernel<T><<<warp_row_blocks(rows), 256, 0, cuda::stream()>>>(
+    attention_softmax_backward_kernel<T><<<cuda::warp_row_blocks(rows, 256), 256, 0, cuda::stream()>>>(
         cptr<T>(probs), cptr_or_null<T>(keep), mptr<T>(dp), rows, Tk);
     CUDA_CHECK_LAUNCH();
     head_gemm(dt, B, H, false, false, Tq, D, Tk, scale, plane_heads(dp, H, Tq, Tk), heads(k), 0.0,

@@ -235,7 +235,6 @@ __global__ void arg_block_kernel(const T* x, cuda::View kept, int64_t n, int64_t
 // ------------------------------------------------------------------ softmax
 
 constexpr int kWarp = 32;
-constexpr int kRowsPerBlock = kBlock / kWarp;
 
 template <typename A> __device__ __forceinline__ A warp_sum(A v) {
   for (int m = kWarp / 2; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
@@ -251,44 +250,44 @@ template <typename A> __device__ __forceinline__ A warp_max(A v) {
 template <typename T>
 __global__ void softmax_kernel(const T* x, int64_t rows, int64_t cols, bool log, T* out) {
   using A = acc_t<T>;
-  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
-  if (r >= rows) return;   // whole warps leave together
-  const T* xr = x + r * cols;
-  T* orow = out + r * cols;
-  A mx = -std::numeric_limits<A>::infinity();
-  for (int64_t c = lane; c < cols; c += kWarp) mx = nan_skipping_max(mx, A(xr[c]));
-  mx = warp_max(mx);
-  if (mx == -std::numeric_limits<A>::infinity()) mx = A(0);   // all -inf: avoid inf - inf
-  A sum = 0;
-  for (int64_t c = lane; c < cols; c += kWarp) sum += ::exp(A(xr[c]) - mx);
-  sum = warp_sum(sum);
-  if (log) {
-    const A log_sum = ::log(sum);   // (x − max) − log Σ, as the CPU (see reduce.cpp)
-    for (int64_t c = lane; c < cols; c += kWarp) orow[c] = T((A(xr[c]) - mx) - log_sum);
-  } else {
-    const A inv = A(1) / sum;
-    for (int64_t c = lane; c < cols; c += kWarp) orow[c] = T(::exp(A(xr[c]) - mx) * inv);
+  MOX_WARP_ROWS(r, rows) {
+    const T* xr = x + r * cols;
+    T* orow = out + r * cols;
+    A mx = -std::numeric_limits<A>::infinity();
+    for (int64_t c = lane; c < cols; c += kWarp) mx = nan_skipping_max(mx, A(xr[c]));
+    mx = warp_max(mx);
+    if (mx == -std::numeric_limits<A>::infinity()) mx = A(0);   // all -inf: avoid inf - inf
+    A sum = 0;
+    for (int64_t c = lane; c < cols; c += kWarp) sum += ::exp(A(xr[c]) - mx);
+    sum = warp_sum(sum);
+    if (log) {
+      const A log_sum = ::log(sum);   // (x − max) − log Σ, as the CPU (see reduce.cpp)
+      for (int64_t c = lane; c < cols; c += kWarp) orow[c] = T((A(xr[c]) - mx) - log_sum);
+    } else {
+      const A inv = A(1) / sum;
+      for (int64_t c = lane; c < cols; c += kWarp) orow[c] = T(::exp(A(xr[c]) - mx) * inv);
+    }
   }
 }
 
 template <typename T>
 __global__ void softmax_backward_kernel(const T* y, const T* gy, int64_t rows, int64_t cols, bool log, T* gx) {
   using A = acc_t<T>;
-  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
-  if (r >= rows) return;
-  const T *yr = y + r * cols, *gr = gy + r * cols;
-  T* out = gx + r * cols;
-  A dot = 0;
-  if (log) {   // gx = gy − softmax · Σ gy
-    for (int64_t c = lane; c < cols; c += kWarp) dot += A(gr[c]);
-    dot = warp_sum(dot);
-    for (int64_t c = lane; c < cols; c += kWarp) out[c] = T(A(gr[c]) - ::exp(A(yr[c])) * dot);
-  } else {     // gx = y · (gy − Σ gy·y)
-    for (int64_t c = lane; c < cols; c += kWarp) dot += A(gr[c]) * A(yr[c]);
-    dot = warp_sum(dot);
-    for (int64_t c = lane; c < cols; c += kWarp) out[c] = T(A(yr[c]) * (A(gr[c]) - dot));
+  MOX_WARP_ROWS(r, rows) {
+    const T *yr = y + r * cols, *gr = gy + r * cols;
+    T* out = gx + r * cols;
+    A dot = 0;
+    if (log) {   // gx = gy − softmax · Σ gy
+      for (int64_t c = lane; c < cols; c += kWarp) dot += A(gr[c]);
+      dot = warp_sum(dot);
+      for (int64_t c = lane; c < cols; c += kWarp) out[c] = T(A(gr[c]) - ::exp(A(yr[c])) * dot);
+    } else {     // gx = y · (gy − Σ gy·y)
+      for (int64_t c = lane; c < cols; c += kWarp) dot += A(gr[c]) * A(yr[c]);
+      dot = warp_sum(dot);
+      for (int64_t c = lane; c < cols; c += kWarp) out[c] = T(A(yr[c]) * (A(gr[c]) - dot));
+    }
   }
 }
 
@@ -419,20 +418,20 @@ void CudaBackend::arg_reduce(bool is_max, const Tensor& x, int dim, const Tensor
 }
 
 void CudaBackend::softmax(const Tensor& x, bool log, const Tensor& out) {
-  const int64_t cols = x.shape().back(), rows = cols ? x.numel() / cols : 0;
+  const int64_t cols = x.shape().back(), rows = x.shape().last_dim_rows();
   if (rows == 0) return;
   MOX_CUDA_DISPATCH_FLOAT(x.dtype(), "softmax", T, {
-    softmax_kernel<T><<<unsigned(ceil_div(rows, kRowsPerBlock)), kBlock, 0, cuda::stream()>>>(ptr<T>(x), rows, cols,
-                                                                                            log, ptr<T>(out));
+    softmax_kernel<T><<<cuda::warp_row_blocks(rows, kBlock), kBlock, 0, cuda::stream()>>>(ptr<T>(x), rows, cols, log,
+                                                                                          ptr<T>(out));
     CUDA_CHECK_LAUNCH();
   });
 }
 
 void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, bool log, const Tensor& gx) {
-  const int64_t cols = y.shape().back(), rows = cols ? y.numel() / cols : 0;
+  const int64_t cols = y.shape().back(), rows = y.shape().last_dim_rows();
   if (rows == 0) return;
   MOX_CUDA_DISPATCH_FLOAT(y.dtype(), "softmax_backward", T, {
-    softmax_backward_kernel<T><<<unsigned(ceil_div(rows, kRowsPerBlock)), kBlock, 0, cuda::stream()>>>(
+    softmax_backward_kernel<T><<<cuda::warp_row_blocks(rows, kBlock), kBlock, 0, cuda::stream()>>>(
         ptr<T>(y), ptr<T>(gy), rows, cols, log, ptr<T>(gx));
     CUDA_CHECK_LAUNCH();
   });
