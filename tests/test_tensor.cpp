@@ -97,6 +97,11 @@ TEST(Shapes, NumelStridesBroadcastAndWrap) {
   EXPECT_EQ(Shape({2, 3, 4}).numel(), 24);
   EXPECT_EQ(Shape().numel(), 1);
   EXPECT_EQ(Shape({3, 0}).numel(), 0);
+  EXPECT_EQ(Shape({2, 3, 4}).last_dim_rows(), 6);   // the [6, 4] view row-wise kernels walk
+  EXPECT_EQ(Shape({5}).last_dim_rows(), 1);
+  EXPECT_EQ(Shape({3, 0}).last_dim_rows(), 0);      // empty rows: nothing to walk
+  EXPECT_EQ(Shape({0, 4}).last_dim_rows(), 0);
+  EXPECT_EQ(Shape().last_dim_rows(), 0);
   EXPECT_EQ(contiguous_strides({2, 3, 4}), Shape({12, 4, 1}));
   EXPECT_EQ(contiguous_strides({2, 0, 4}), Shape({4, 4, 1}));
   EXPECT_EQ(broadcast_shapes({3, 1}, {1, 4}), Shape({3, 4}));
