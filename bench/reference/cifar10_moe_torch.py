@@ -10,8 +10,13 @@ with the largest uniform draw; combine weight = the raw softmax probability; l_a
 E * sum(me * ce), added to the loss with --aux-loss-coef. Experts are deep copies of one
 Linear(84, 84); a list of MoE layers replaces fc3 and fc4 84->10 follows (no activation).
 
+--gate deepspeed swaps that gate for DeepSpeed's own layer (deepspeed.moe.layer.MoE, top-1,
+ep_size 1, on a one-process gloo group), so the figures can be checked against DeepSpeed
+itself, not only against this reading of it (`pip install deepspeed`; run with 0.19.8).
+
     /work/venv-torch/bin/python bench/reference/cifar10_moe_torch.py --data ../shared/data/cifar10 \
-        [--dense] [--min-capacity 0] [--test-batch-size 4] [--optimizer sgd|adam|ds] [--seed 1]
+        [--dense] [--gate mirror|deepspeed] [--min-capacity 0] [--test-batch-size 4] \
+        [--optimizer sgd|adam|ds] [--seed 1]
 
 --optimizer ds is DeepSpeed's examples/cifar10 ds_config.json recipe as DeepSpeed runs it (and
 mox-cifar10 --config examples/cifar10/ds_config.json): AdamW (DeepSpeed's "Adam" with weight
@@ -72,8 +77,37 @@ class Top1MoE(nn.Module):
         return y, l_aux, exp_counts, int((~kept).sum())
 
 
+class DeepSpeedTop1MoE(nn.Module):
+    """DeepSpeed's own deepspeed.moe.layer.MoE (top-1), for --gate deepspeed: no re-implementation."""
+
+    def __init__(self, hidden, expert, num_experts, min_capacity, capacity_factor, rsample):
+        super().__init__()
+        from deepspeed.moe.layer import MoE
+        self.moe = MoE(hidden_size=hidden, expert=expert, num_experts=num_experts, ep_size=1, k=1,
+                       capacity_factor=capacity_factor, min_capacity=min_capacity,
+                       noisy_gate_policy="RSample" if rsample else None)
+        self.moe.set_deepspeed_parallelism()     # what deepspeed.initialize does for MoE layers
+        self.E, self.min_capacity, self.f = num_experts, min_capacity, capacity_factor
+
+    def forward(self, x):                                        # x (S, M)
+        y, l_aux, exp_counts = self.moe(x)
+        capacity = max(math.ceil(x.shape[0] / self.E * self.f), self.min_capacity)
+        return y, l_aux, exp_counts, int((exp_counts - capacity).clamp(min=0).sum())
+
+
+def start_deepspeed_process_group():
+    """A one-process gloo group: DeepSpeed's MoE layer asks for its expert-parallel group."""
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    import deepspeed
+    deepspeed.init_distributed(dist_backend="gloo")
+
+
 class Net(nn.Module):
-    def __init__(self, num_experts, min_capacity, capacity_factor, rsample):
+    def __init__(self, num_experts, min_capacity, capacity_factor, rsample, moe_class=Top1MoE):
         super().__init__()
         self.conv1, self.pool, self.conv2 = nn.Conv2d(3, 6, 5), nn.MaxPool2d(2, 2), nn.Conv2d(6, 16, 5)
         self.fc1, self.fc2 = nn.Linear(400, 120), nn.Linear(120, 84)
@@ -82,7 +116,7 @@ class Net(nn.Module):
             self.moe = None
             return
         fc3 = nn.Linear(84, 84)
-        self.moe = nn.ModuleList([Top1MoE(84, fc3, n, min_capacity, capacity_factor, rsample)
+        self.moe = nn.ModuleList([moe_class(84, fc3, n, min_capacity, capacity_factor, rsample)
                                   for n in num_experts])
         self.fc4 = nn.Linear(84, 10)
 
@@ -115,12 +149,20 @@ def main():
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--gate", choices=["mirror", "deepspeed"], default="mirror",
+                   help="mirror: the gate written above; deepspeed: DeepSpeed's own MoE layer "
+                        "(needs `pip install deepspeed`)")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     xtr, ytr = load_cifar(a.data, True)
     xte, yte = load_cifar(a.data, False)
-    net = Net(None if a.dense else a.num_experts, a.min_capacity, a.capacity_factor, not a.no_rsample)
+    moe_class = Top1MoE
+    if a.gate == "deepspeed" and not a.dense:
+        start_deepspeed_process_group()
+        moe_class = DeepSpeedTop1MoE
+    net = Net(None if a.dense else a.num_experts, a.min_capacity, a.capacity_factor, not a.no_rsample,
+              moe_class)
     if a.optimizer == "sgd":
         opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=0.9)
     elif a.optimizer == "adam":
