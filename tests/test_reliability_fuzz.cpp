@@ -28,18 +28,14 @@
 #include "fuzz/checkpoint_model.h"
 #include "nn/checkpoint.h"
 #include "nn/safetensors.h"
+#include "tests/repo_root.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using namespace mox;
 
-// The repository root: two levels above the test binary (build/bin, build-san/bin).
-fs::path repo_root() {
-  std::error_code ec;
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? fs::path(".") : exe.parent_path().parent_path().parent_path();
-}
+using mox::testing::repo_root;
 
 std::vector<fs::path> files_in(const fs::path& dir) {
   std::vector<fs::path> out;
