@@ -1,12 +1,13 @@
 // test_moe.cpp — the MoE gate, experts and layer (moe/).
 //
 // Gate: DeepSpeed's published dispatch decisions (tests/unit/moe/test_moe.py, TestTopkGate),
-// DeepSpeed 0.19.8's decisions on random logits (tests/data/moe/), hand-computed capacity,
+// DeepSpeed 0.19.8's own decisions on random logits (tests/data/moe/), hand-computed capacity,
 // l_aux and z-loss, RTS reproducibility, dropless mode, noise only in training,
 // configuration errors. Layer: the index-based layer against a dense einsum-style
 // reference written here (S×E×C dispatch/combine tensors, DeepSpeed's cumsum locations) in
 // output and gradients — bit for bit at k=1, 1e-6 relative otherwise — for k=1,2,3, with and
-// without dropping and residual; a float64 gradcheck of the whole layer; expert parameters
+// without dropping and residual; DeepSpeed 0.19.8's own MoE layer's output and gradients
+// (tests/data/moe/); a float64 gradcheck of the whole layer; expert parameters
 // marked with their group. Everything is small: the file runs in well under a second.
 #include <gtest/gtest.h>
 
@@ -19,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <set>
+#include <stdexcept>
 
 #include "moe/moe_layer.h"
 #include "moe/param_groups.h"
@@ -64,6 +66,14 @@ const std::vector<float> kDsLogits4x6 = {0.5858f, 0.4801f, 0.6269f, 0.5397f, 0.9
                                          0.5445f, 0.6332f, 0.4519f, 0.6308f, 0.0519f, 0.6450f,
                                          0.4874f, 0.8110f, 0.7467f, 0.8474f, 0.0277f, 0.3068f,
                                          0.8570f, 0.6714f, 0.5310f, 0.3274f, 0.4836f, 0.9892f};
+
+// One of the files bench/reference/deepspeed_moe_cases.py wrote from DeepSpeed 0.19.8's own code.
+nlohmann::json deepspeed_cases(const char* name) {
+  const std::filesystem::path file = mox::testing::repo_root() / "tests/data/moe" / name;
+  std::ifstream in(file);
+  if (!in) throw std::runtime_error("cannot read " + file.string());
+  return nlohmann::json::parse(in)["cases"];
+}
 
 GateOutput ds_route(const std::vector<float>& logits, int64_t E, int64_t k, DropPolicy policy, float scale) {
   GateConfig c = gate_config(E, k);
@@ -114,19 +124,16 @@ TEST(MoeGate, ReproducesDeepSpeedTop3PositionDecisions) {
 
 // tests/data/moe/deepspeed_gate_cases.json: what DeepSpeed 0.19.8's own top1gating /
 // top2gating / topkgating decided on skewed random logits (64 tokens, 4–8 experts, k = 1–4,
-// dropping and dropless, both drop policies; bench/reference/deepspeed_gate_cases.py wrote
+// dropping and dropless, both drop policies; bench/reference/deepspeed_moe_cases.py wrote
 // it). Replayed through mox's gate: the same capacity, counts, l_aux and kept routes, with the
 // same slots and combine weights. One exception, by design: top-1 without RTS keeps whichever C
 // tokens torch.topk returns among equal 0/1 mask values (not token order), where mox keeps the
 // first C in token order (moe/README.md, deviation 8); there the kept count per expert and the
 // weight of every token both keep are compared.
 TEST(MoeGate, MatchesDeepSpeedOnRandomLogits) {
-  const std::filesystem::path file = mox::testing::repo_root() / "tests/data/moe/deepspeed_gate_cases.json";
-  std::ifstream in(file);
-  ASSERT_TRUE(in) << "cannot read " << file;
-  const nlohmann::json doc = nlohmann::json::parse(in);
-  ASSERT_EQ(doc["cases"].size(), 11u);
-  for (const nlohmann::json& c : doc["cases"]) {
+  const nlohmann::json cases = deepspeed_cases("deepspeed_gate_cases.json");
+  ASSERT_EQ(cases.size(), 11u);
+  for (const nlohmann::json& c : cases) {
     SCOPED_TRACE(c["name"].get<std::string>());
     GateConfig cfg = gate_config(c["num_experts"], c["k"]);
     cfg.capacity_factor = c["capacity_factor"];
@@ -721,6 +728,56 @@ TEST(MoeLayer, MatchesDenseReferenceInOutputAndGradients) {
         EXPECT_NEAR(o.l_aux.item<float>(), d.l_aux.item<float>(), 1e-6);
         for (size_t i = 0; i < gi.g.size(); ++i) EXPECT_TRUE(close(gi.g[i], gd.g[i])) << "gradient " << i;
       }
+    }
+  }
+}
+
+// tests/data/moe/deepspeed_layer_cases.json: DeepSpeed 0.19.8's deepspeed.moe.layer.MoE
+// (experts Linear(6, 6)) on a (3, 4, 6) input with given parameters — top-1 keeping every
+// token, top-2 dropping and dropless, top-3 dropping, PR-MoE at top-1 and top-2. mox's layer
+// with the same parameters gives the same output, l_aux, exp_counts and gradients of
+// Σ output·w + l_aux with respect to the input and every parameter (by name): within 1e-6
+// relative on this machine; the bound is 1e-5, room for other BLAS kernels' rounding.
+TEST(MoeLayer, MatchesDeepSpeedInOutputAndGradients) {
+  const nlohmann::json cases = deepspeed_cases("deepspeed_layer_cases.json");
+  ASSERT_EQ(cases.size(), 6u);
+  auto expect_close = [](const std::vector<float>& ours, const std::vector<double>& theirs, const std::string& what) {
+    ASSERT_EQ(ours.size(), theirs.size()) << what;
+    for (size_t i = 0; i < ours.size(); ++i)
+      EXPECT_NEAR(ours[i], theirs[i], 1e-5 * (1 + std::abs(theirs[i]))) << what << "[" << i << "]";
+  };
+  for (const nlohmann::json& c : cases) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    MoEConfig cfg;
+    cfg.gate = gate_config(c["num_experts"], c["k"]);
+    cfg.gate.capacity_factor = c["capacity_factor"];
+    cfg.gate.min_capacity = c["min_capacity"];
+    cfg.gate.drop_tokens = c["drop_tokens"];
+    cfg.gate.use_rts = false;
+    cfg.gate.top2_2nd_expert_sampling = false;
+    cfg.use_residual = c["use_residual"];
+    MoE moe(6, [] { return std::make_shared<nn::Linear>(6, 6); }, cfg);
+    const nn::NamedTensors params = moe.named_parameters();
+    ASSERT_EQ(params.size(), c["params"].size());
+    for (const auto& [name, p] : params) {
+      ASSERT_TRUE(c["params"].contains(name)) << "DeepSpeed's layer has no parameter " << name;
+      raw::copy_(p, from_vector<float>(c["params"][name].get<std::vector<float>>(), p.shape()));
+    }
+    Tensor x = from_vector<float>(c["x"].get<std::vector<float>>(), {3, 4, 6});
+    x.set_requires_grad();
+    const Tensor w = from_vector<float>(c["w"].get<std::vector<float>>(), {3, 4, 6});
+    const MoEOutput out = moe.forward_moe(x);
+    add(sum(mul(out.output, w)), out.l_aux).backward();
+
+    expect_close(out.output.to_vector<float>(), c["output"], "output");
+    EXPECT_NEAR(out.l_aux.item<float>(), c["l_aux"].get<double>(), 1e-6);
+    EXPECT_EQ(out.exp_counts, c["exp_counts"].get<std::vector<int64_t>>());
+    expect_close(x.grad().to_vector<float>(), c["grad_x"], "input gradient");
+    for (const auto& [name, p] : params) {
+      const std::vector<double> theirs = c["grads"][name];
+      // An expert that received no token has no gradient here and a zero one in DeepSpeed.
+      expect_close(p.grad().defined() ? p.grad().to_vector<float>() : std::vector<float>(theirs.size(), 0.0f),
+                   theirs, name + " gradient");
     }
   }
 }
