@@ -27,6 +27,7 @@ The gate cases' logits lean towards the low-numbered experts so that capacity dr
 """
 import json
 import os
+import re
 import sys
 
 import torch
@@ -125,9 +126,11 @@ def layer_case(gen, name, k, experts, factor, min_capacity, drop_tokens, residua
 def write(path, cases):
     doc = {"made_by": "bench/reference/deepspeed_moe_cases.py", "deepspeed": deepspeed.__version__,
            "torch": torch.__version__, "cases": cases}
+    text = json.dumps(doc, indent=1)
+    # One line per list of numbers (a route, a tensor's values), so the file stays short.
+    text = re.sub(r"\[\s+([-0-9.eE+,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
     with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
+        f.write(text + "\n")
 
 
 def main():
