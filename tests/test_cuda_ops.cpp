@@ -529,6 +529,25 @@ TEST(CudaReduce, SoftmaxAndLogSoftmax) {
   for (bool log : {false, true}) expect_match(raw::softmax(cuda(x), -1, log), raw::softmax(x, -1, log), "softmax specials");
 }
 
+// More rows than one capped grid holds warps (65535·8 blocks × 8 warps = 4,194,240): the
+// warp-per-row kernels (softmax forward and backward, top-k selection) take a second lap.
+TEST(CudaReduce, RowKernelsCoverMoreRowsThanOneGrid) {
+  REQUIRE_CUDA();
+  const Shape shape{4194240 + 4099, 3};
+  Tensor x = rnd(shape, 84, DType::f32, -5, 5), gy = rnd(shape, 85);
+  for (bool log : {false, true}) {
+    const std::string what = log ? "log_softmax, 4.2M rows" : "softmax, 4.2M rows";
+    Tensor y = raw::softmax(x, -1, log);
+    expect_match(raw::softmax(cuda(x), -1, log), y, what);
+    expect_match(raw::softmax_backward(cuda(y), cuda(gy), -1, log), raw::softmax_backward(y, gy, -1, log),
+                 what + " backward");
+  }
+  auto [gv, gi] = raw::topk(cuda(x), 2, -1, true);
+  auto [cv, ci] = raw::topk(x, 2, -1, true);
+  expect_equal(gv, cv, "topk 2 of 3, 4.2M rows: values");
+  expect_equal(gi, ci, "topk 2 of 3, 4.2M rows: indices");
+}
+
 TEST(CudaReduce, Cumsum) {
   REQUIRE_CUDA();
   for (DType d : kAll)

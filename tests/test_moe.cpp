@@ -123,13 +123,13 @@ TEST(MoeGate, ReproducesDeepSpeedTop3PositionDecisions) {
 }
 
 // tests/data/moe/deepspeed_gate_cases.json: what DeepSpeed 0.19.8's own top1gating /
-// top2gating / topkgating decided on skewed random logits (64 tokens, 4–8 experts, k = 1–4,
+// top2gating / topkgating decided on skewed random logits (16–64 tokens, 4–8 experts, k = 1–4,
 // dropping and dropless, both drop policies; bench/reference/deepspeed_moe_cases.py wrote
 // it). Replayed through mox's gate: the same capacity, counts, l_aux and kept routes, with the
 // same slots and combine weights. One exception, by design: top-1 without RTS keeps whichever C
 // tokens torch.topk returns among equal 0/1 mask values (not token order), where mox keeps the
-// first C in token order (moe/README.md, deviation 8); there the kept count per expert and the
-// weight of every token both keep are compared.
+// first C in token order (moe/README.md, deviation 8); for an over-full expert there, the kept
+// count and the weight of every token both keep are compared, the other experts exactly.
 TEST(MoeGate, MatchesDeepSpeedOnRandomLogits) {
   const nlohmann::json cases = deepspeed_cases("deepspeed_gate_cases.json");
   ASSERT_EQ(cases.size(), 11u);
@@ -157,6 +157,7 @@ TEST(MoeGate, MatchesDeepSpeedOnRandomLogits) {
       ++their_kept[r[1].get<size_t>()];
     }
     EXPECT_EQ(g.kept_per_expert, their_kept);
+    EXPECT_EQ(g.token.numel(), int64_t(c["routes"].size()));
     const bool tie_order_differs = cfg.k == 1 && cfg.drop_tokens;
     const std::vector<int64_t> tok = g.token.to_vector<int64_t>(), ex = g.expert.to_vector<int64_t>(),
                                slot = g.slot.to_vector<int64_t>();
@@ -168,7 +169,7 @@ TEST(MoeGate, MatchesDeepSpeedOnRandomLogits) {
             << "mox keeps token " << tok[i] << " at expert " << ex[i] << "; DeepSpeed drops it";
         continue;
       }
-      if (!tie_order_differs) {
+      if (!tie_order_differs || g.exp_counts[size_t(ex[i])] <= g.capacity) {   // slots are token order among the kept
         EXPECT_EQ(slot[i], it->second.first) << "token " << tok[i] << ", expert " << ex[i];
       }
       EXPECT_NEAR(w[i], it->second.second, 1e-6) << "token " << tok[i] << ", expert " << ex[i];
@@ -736,15 +737,15 @@ TEST(MoeLayer, MatchesDenseReferenceInOutputAndGradients) {
 // (experts Linear(6, 6)) on a (3, 4, 6) input with given parameters — top-1 keeping every
 // token, top-2 dropping and dropless, top-3 dropping, PR-MoE at top-1 and top-2. mox's layer
 // with the same parameters gives the same output, l_aux, exp_counts and gradients of
-// Σ output·w + l_aux with respect to the input and every parameter (by name): within 1e-6
-// relative on this machine; the bound is 1e-5, room for other BLAS kernels' rounding.
+// Σ output·w + l_aux with respect to the input and every parameter (by name), within 1e-5
+// relative (+1e-7 absolute, for values near 0): room for other BLAS kernels' rounding.
 TEST(MoeLayer, MatchesDeepSpeedInOutputAndGradients) {
   const nlohmann::json cases = deepspeed_cases("deepspeed_layer_cases.json");
   ASSERT_EQ(cases.size(), 6u);
   auto expect_close = [](const std::vector<float>& ours, const std::vector<double>& theirs, const std::string& what) {
     ASSERT_EQ(ours.size(), theirs.size()) << what;
     for (size_t i = 0; i < ours.size(); ++i)
-      EXPECT_NEAR(ours[i], theirs[i], 1e-5 * (1 + std::abs(theirs[i]))) << what << "[" << i << "]";
+      EXPECT_NEAR(ours[i], theirs[i], 1e-5 * std::abs(theirs[i]) + 1e-7) << what << "[" << i << "]";
   };
   for (const nlohmann::json& c : cases) {
     SCOPED_TRACE(c["name"].get<std::string>());

@@ -84,7 +84,8 @@ class DeepSpeedTop1MoE(nn.Module):
         super().__init__()
         from deepspeed.moe.layer import MoE
         self.moe = MoE(hidden_size=hidden, expert=expert, num_experts=num_experts, ep_size=1, k=1,
-                       capacity_factor=capacity_factor, min_capacity=min_capacity,
+                       capacity_factor=capacity_factor, eval_capacity_factor=capacity_factor,
+                       min_capacity=min_capacity,
                        noisy_gate_policy="RSample" if rsample else None)
         self.moe.set_deepspeed_parallelism()     # what deepspeed.initialize does for MoE layers
         self.E, self.min_capacity, self.f = num_experts, min_capacity, capacity_factor

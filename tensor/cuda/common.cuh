@@ -83,8 +83,8 @@ struct Scratch {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(blockDim.x) * gridDim.x)
 
 // Warp-per-row grid-stride loop: each warp of 32 lanes takes one row r at a time and strides
-// by the grid's warps. Whole warps step together, so shuffles in the body stay convergent.
-// Launch with warp_row_blocks(rows, threads per block).
+// by the grid's warps. Whole warps step together, so shuffles in the body stay convergent —
+// provided blockDim.x is a multiple of 32. Launch with warp_row_blocks(rows, threads per block).
 #define MOX_WARP_ROWS(r, rows)                                                       \
   for (int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; r < (rows); \
        r += int64_t(gridDim.x) * (blockDim.x >> 5))

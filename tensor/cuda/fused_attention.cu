@@ -174,8 +174,7 @@ template <typename T, int DPL> __global__ void __launch_bounds__(kWarps * 32) fu
 template <typename T> __global__ void fused_delta_kernel(FusedArgs<T> a, cuda::acc_t<T>* delta, int64_t rows) {
   using A = cuda::acc_t<T>;
   const int lane = threadIdx.x & 31;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {
+  MOX_WARP_ROWS(r, rows) {
     const int64_t i = r % a.Tq, bh = r / a.Tq, b = bh / a.H, h = bh % a.H;
     const T* o = a.out + a.os.at(b, h, i);
     const T* g = a.gout + a.gos.at(b, h, i);
@@ -402,8 +401,8 @@ void CudaBackend::attention_fused_backward(const Tensor& q, const Tensor& k, con
     with_features_per_lane(D, "attention (fused) backward", [&](auto dpl) {
       const int64_t rows = B * H * Tq;
       cuda::Scratch delta(size_t(rows) * sizeof(A));
-      fused_delta_kernel<T><<<unsigned(std::min<int64_t>((rows + kWarps - 1) / kWarps, 65535 * 8)), kWarps * 32, 0,
-                              cuda::stream()>>>(a, delta.as<A>(), rows);
+      fused_delta_kernel<T><<<cuda::warp_row_blocks(rows, kWarps * 32), kWarps * 32, 0, cuda::stream()>>>(
+          a, delta.as<A>(), rows);
       CUDA_CHECK_LAUNCH();
       a.delta = delta.as<A>();
       launch(fused_gq_kernel<T, decltype(dpl)::value>, row_blocks(B, H, Tq), smem_gq, a);
