@@ -36,6 +36,8 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 from deepspeed.moe import sharded_moe  # noqa: E402
 import deepspeed  # noqa: E402
 
+from cifar10_moe_torch import start_deepspeed_process_group  # noqa: E402  (this directory)
+
 # name, k, experts, tokens, capacity factor, min capacity, drop tokens, drop policy
 CASES = [
     ("top1 first-come, C from the factor", 1, 8, 64, 1.0, 4, True, "standard"),
@@ -82,14 +84,6 @@ LAYER_CASES = [
     ("top3 probs dropping", 3, 6, 0.5, 1, True, False),
 ]
 HIDDEN = 6
-
-
-def start_process_group():
-    """DeepSpeed's MoE layer asks for its expert-parallel group: a one-process gloo group."""
-    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(29500 + os.getpid() % 1000)),
-                       ("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
-        os.environ.setdefault(key, value)
-    deepspeed.init_distributed(dist_backend="gloo")
 
 
 def mox_name(name):
@@ -145,7 +139,7 @@ def main():
         case.update(decide(logits, k, factor, min_capacity, drop_tokens, policy))
         cases.append(case)
     write(os.path.join(out_dir, "deepspeed_gate_cases.json"), cases)
-    start_process_group()
+    start_deepspeed_process_group()
     write(os.path.join(out_dir, "deepspeed_layer_cases.json"), [layer_case(gen, *c) for c in LAYER_CASES])
 
 
